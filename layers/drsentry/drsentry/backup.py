@@ -1,0 +1,385 @@
+"""Backup: `pg_dump` streamed through zstd and SHA-256 into an S3 multipart upload.
+
+One REPEATABLE READ transaction exports a snapshot; the row counts, functions, RLS
+policies and schema fingerprint are read in that snapshot and pg_dump dumps the same
+snapshot (``--snapshot``), so the manifest describes exactly what the dump holds.
+pg_dump writes its custom format uncompressed (``-Z0``) and drsentry compresses it with
+multi-threaded zstd: pg_dump's own gzip is single-threaded and the slowest part of a dump.
+Nothing is staged on disk; memory is bounded by the upload's part buffers.
+
+The upload completes only after pg_dump exited 0 with no error on stderr; otherwise the
+multipart upload is aborted, no object remains, and the catalog records `failed`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from dataclasses import dataclass
+from typing import IO, Any
+
+import psycopg
+import zstandard
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from drsentry import gfs, observability
+from drsentry.credentials import redact, sanitize
+from drsentry.errors import BackupFailed, BackupInProgress, DrsentryError
+from drsentry.events import parse_scheduled_event
+from drsentry.idempotency import once_per_event
+from drsentry.observability import logger
+from drsentry.pgmeta import DatabaseFacts, read_facts
+from drsentry.pgtools import PgTool, find_tool, require_compatible
+from drsentry.records import BackupRecord, RunNotice, iso, new_backup_id
+from drsentry.runtime import Runtime
+from drsentry.storage import StoredObject
+
+READ_CHUNK = 1024 * 1024
+STDERR_LIMIT = 64 * 1024
+LOCK_TTL_SECONDS = 3 * 3600
+# Stop this long before Lambda's hard limit so the run can abort and record itself.
+TIMEOUT_MARGIN_SECONDS = 45.0
+MANIFEST_FORMAT = "drsentry-backup/1"
+COMPRESSION = "zstd"
+
+
+def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
+    """`{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}.dump` and its manifest."""
+    day = f"{backup_id[0:4]}/{backup_id[4:6]}/{backup_id[6:8]}"
+    base = f"{prefix}{target}/{day}/{backup_id}"
+    return f"{base}.dump", f"{base}.manifest.json"
+
+
+@dataclass
+class DumpOutcome:
+    stored: StoredObject
+    pg_dump: PgTool
+    facts: DatabaseFacts
+
+
+class _StderrCollector(threading.Thread):
+    """Drains pg_dump's stderr so it can never block; keeps the first 64 KiB."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True, name="pg_dump-stderr")
+        self._stream = stream
+        self._kept = bytearray()
+
+    def run(self) -> None:
+        for line in iter(self._stream.readline, b""):
+            if len(self._kept) < STDERR_LIMIT:
+                self._kept += line
+
+    @property
+    def text(self) -> str:
+        return self._kept.decode("utf-8", errors="replace").strip()
+
+
+def _pg_environment(dsn: str) -> tuple[str, dict[str, str]]:
+    """A DSN without its password plus an environment carrying it: never on a command line."""
+    parts = conninfo_to_dict(dsn)
+    password = parts.pop("password", None)
+    env = dict(os.environ)
+    env["PGAPPNAME"] = "drsentry-pg_dump"
+    env["PGCONNECT_TIMEOUT"] = env.get("PGCONNECT_TIMEOUT", "15")
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo(**{key: str(value) for key, value in parts.items()}), env
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error:" in line.lower() or "fatal:" in line.lower()]
+
+
+class BackupRun:
+    """One backup of one target."""
+
+    def __init__(self, runtime: Runtime, target_name: str) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.target = runtime.config.target(target_name)
+        self.started = runtime.clock()
+        self.backup_id = new_backup_id(self.started)
+        self.key, self.manifest_key = object_keys(
+            self.config.storage.prefix, self.target.name, self.backup_id
+        )
+        self._dsn = ""
+
+    def _check_time(self) -> None:
+        remaining = self.runtime.remaining_seconds()
+        if remaining is not None and remaining < TIMEOUT_MARGIN_SECONDS:
+            raise BackupFailed(
+                f"timed out: {remaining:.0f}s of run time left, stopping before the function is killed"
+            )
+
+    def execute(self) -> BackupRecord:
+        catalog = self.runtime.catalog
+        catalog.acquire_lock(self.target.name, self.runtime.run_id, LOCK_TTL_SECONDS)
+        try:
+            try:
+                outcome = self._dump_and_upload()
+            except DrsentryError as exc:
+                return self._record_failure(str(exc))
+            except (OSError, psycopg.Error) as exc:
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                return self._record_failure(f"{type(exc).__name__}: {first_line}")
+            return self._record_success(outcome)
+        finally:
+            catalog.release_lock(self.target.name, self.runtime.run_id)
+
+    # the dump ------------------------------------------------------------------
+
+    def _dump_and_upload(self) -> DumpOutcome:
+        self._dsn = self.runtime.credentials.dsn(dsn=self.target.dsn, secret_name=self.target.dsn_secret)
+        pg_dump = find_tool("pg_dump", self.config.pg_bin_dir)
+        logger.info(
+            "backup starting",
+            extra={
+                "target": self.target.name,
+                "backup_id": self.backup_id,
+                "database": redact(self._dsn),
+                "pg_dump": str(pg_dump.path),
+                "pg_dump_version": pg_dump.version,
+                "pg_dump_origin": pg_dump.origin,
+            },
+        )
+        try:
+            conn = psycopg.connect(self._dsn, connect_timeout=15, application_name="drsentry-backup")
+        except psycopg.OperationalError as exc:
+            raise BackupFailed(
+                f"cannot connect to {redact(self._dsn)}: {sanitize(str(exc).strip(), self._dsn)}"
+            ) from exc
+        with conn:
+            conn.execute("begin isolation level repeatable read read only")
+            # Counting must see what pg_dump sees; pg_dump itself runs with row_security off.
+            conn.execute("set local row_security = off")
+            snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
+            assert snapshot_row is not None
+            facts = read_facts(conn)
+            require_compatible(pg_dump, facts.server_version)
+            self._check_time()
+            stored = self._stream_dump(pg_dump, str(snapshot_row[0]))
+            conn.execute("commit")
+        return DumpOutcome(stored=stored, pg_dump=pg_dump, facts=facts)
+
+    def _stream_dump(self, pg_dump: PgTool, snapshot: str) -> StoredObject:
+        dsn_without_password, env = _pg_environment(self._dsn)
+        command = [
+            str(pg_dump.path),
+            "--format=custom",
+            "--compress=0",
+            f"--snapshot={snapshot}",
+            "--no-password",
+            f"--dbname={dsn_without_password}",
+        ]
+        writer = self.runtime.store.writer(self.config.storage.bucket, self.key)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert process.stdout is not None and process.stderr is not None
+        stderr = _StderrCollector(process.stderr)
+        stderr.start()
+        try:
+            compressor = zstandard.ZstdCompressor(level=self.config.storage.compression_level, threads=-1)
+            # MultipartWriter is a write-only binary stream: write() is all zstd needs of it.
+            zstd_output = compressor.stream_writer(
+                writer,  # type: ignore[arg-type]
+                closefd=False,
+                write_size=READ_CHUNK,
+            )
+            with zstd_output as zstd_stream:
+                while chunk := process.stdout.read(READ_CHUNK):
+                    zstd_stream.write(chunk)
+                    self._check_time()
+            return_code = process.wait()
+            stderr.join(timeout=30)
+            errors = _error_lines(stderr.text)
+            if return_code != 0 or errors:
+                raise BackupFailed(self._pg_dump_failure(return_code, errors or stderr.text.splitlines()))
+            if writer.size_bytes == 0:
+                raise BackupFailed("pg_dump produced no output")
+            stored = writer.complete()
+        except BaseException:
+            self._stop(process)
+            writer.abort()
+            raise
+        finally:
+            process.stdout.close()
+        try:
+            return self.runtime.store.replace_metadata(
+                stored,
+                {
+                    "sha256": stored.sha256,
+                    "size-bytes": str(stored.size_bytes),
+                    "backup-id": self.backup_id,
+                    "target": self.target.name,
+                    "compression": COMPRESSION,
+                },
+            )
+        except DrsentryError:
+            self.runtime.store.delete_all_versions(stored.bucket, stored.key)
+            raise
+
+    def _pg_dump_failure(self, return_code: int, lines: list[str]) -> str:
+        if return_code < 0:
+            reason = f"pg_dump was killed by signal {-return_code}"
+        else:
+            reason = f"pg_dump exited with code {return_code}"
+        detail = "; ".join(line.strip() for line in lines[:3])
+        return sanitize(f"{reason}: {detail}" if detail else reason, self._dsn)
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+    # the record ----------------------------------------------------------------
+
+    def _base_record(self, **fields: Any) -> BackupRecord:
+        finished = self.runtime.clock()
+        return BackupRecord(
+            target=self.target.name,
+            backup_id=self.backup_id,
+            started_at=iso(self.started),
+            finished_at=iso(finished),
+            duration_seconds=round((finished - self.started).total_seconds(), 3),
+            bucket=self.config.storage.bucket,
+            key=self.key,
+            manifest_key=self.manifest_key,
+            run_id=self.runtime.run_id,
+            **fields,
+        )
+
+    def _record_success(self, outcome: DumpOutcome) -> BackupRecord:
+        previous = self.runtime.catalog.latest_completed(self.target.name)
+        tier = gfs.assign_tier(self.started, previous.started if previous else None)
+        facts = outcome.facts
+        record = self._base_record(
+            status="completed",
+            size_bytes=outcome.stored.size_bytes,
+            sha256=outcome.stored.sha256,
+            storage_class="STANDARD",
+            tier=tier,
+            pg_server_version=facts.server_version,
+            pg_dump_version=outcome.pg_dump.version,
+            database_size_bytes=facts.database_size_bytes,
+            compression=COMPRESSION,
+            schema_fingerprint=facts.schema_fingerprint,
+            tables=facts.tables,
+            replica="pending" if self.config.storage.replica else None,
+        )
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "dump_format": "pg_dump custom format, zstd-compressed",
+            "restore_hint": f"zstd -dc {self.backup_id}.dump | pg_restore --dbname=DSN",
+            **record.model_dump(),
+            **facts.manifest_fields(),
+        }
+        try:
+            self.runtime.store.put_json(self.config.storage.bucket, self.manifest_key, manifest)
+        except DrsentryError as exc:
+            self.runtime.store.delete_all_versions(self.config.storage.bucket, self.key)
+            return self._record_failure(f"writing the manifest failed, backup object removed: {exc}")
+        self.runtime.catalog.put_backup(record)
+        self._emit_metrics(record)
+        logger.info(
+            "backup completed",
+            extra={
+                "target": record.target,
+                "backup_id": record.backup_id,
+                "size_bytes": record.size_bytes,
+                "tier": record.tier,
+                "duration_seconds": record.duration_seconds,
+            },
+        )
+        return record
+
+    def _record_failure(self, error: str) -> BackupRecord:
+        error = sanitize(error, self._dsn) if self._dsn else error
+        record = self._base_record(status="failed", error=error)
+        logger.error(
+            "backup failed", extra={"target": record.target, "backup_id": record.backup_id, "error": error}
+        )
+        self.runtime.catalog.put_backup(record)
+        self._emit_metrics(record)
+        return record
+
+    def _emit_metrics(self, record: BackupRecord) -> None:
+        target = record.target
+        if record.status == "completed":
+            observability.put_metric(observability.BACKUP_SUCCESS, "Count", 1, target)
+            observability.put_metric(observability.BACKUP_FAILURE, "Count", 0, target)
+            observability.put_metric(observability.BACKUP_SIZE_BYTES, "Bytes", record.size_bytes or 0, target)
+            observability.put_metric(observability.BACKUP_AGE_SECONDS, "Seconds", 0, target)
+            seconds = max(record.duration_seconds or 0.0, 0.001)
+            megabytes = (record.database_size_bytes or 0) / 1e6
+            observability.put_metric(
+                observability.BACKUP_THROUGHPUT_MBPS, "None", megabytes / seconds, target
+            )
+        else:
+            observability.put_metric(observability.BACKUP_SUCCESS, "Count", 0, target)
+            observability.put_metric(observability.BACKUP_FAILURE, "Count", 1, target)
+        observability.put_metric(
+            observability.BACKUP_DURATION_SECONDS, "Seconds", record.duration_seconds or 0.0, target
+        )
+
+
+def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
+    if record.status == "completed":
+        size_mb = (record.size_bytes or 0) / 1e6
+        return RunNotice(
+            source="backup",
+            target=record.target,
+            severity="info",
+            status="completed",
+            run_id=run_id,
+            summary=(
+                f"backup {record.backup_id} completed: {size_mb:.1f} MB "
+                f"in {record.duration_seconds:.1f}s ({record.tier})"
+            ),
+            details={
+                "backup_id": record.backup_id,
+                "size_bytes": record.size_bytes,
+                "tier": record.tier,
+                "key": record.key,
+                "duration_seconds": record.duration_seconds,
+            },
+        )
+    return RunNotice(
+        source="backup",
+        target=record.target,
+        severity="critical",
+        status="failed",
+        run_id=run_id,
+        summary=f"backup {record.backup_id} failed: {record.error}",
+        details={"backup_id": record.backup_id, "error": record.error},
+    )
+
+
+def backup_target(runtime: Runtime, target_name: str) -> BackupRecord:
+    """Back up one target, record the result, and notify. Never raises for a failed dump."""
+    record = BackupRun(runtime, target_name).execute()
+    if runtime.notifier is not None:
+        failing = ["backup"] if record.status == "failed" else []
+        runtime.notifier.send(notice_for(record, runtime.run_id), failing_checks=failing)
+    return record
+
+
+def run_scheduled_backup(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+    """The backup function's whole job for one scheduled event (Lambda and CLI alike)."""
+    scheduled = parse_scheduled_event(event)
+    targets = runtime.config.selected_targets(scheduled.detail.target)
+    request = {"source": "backup", "event_id": scheduled.id, "target": scheduled.detail.target or "*"}
+
+    def work(_request: dict[str, Any]) -> dict[str, Any]:
+        backups: list[dict[str, Any]] = []
+        skipped: list[dict[str, str]] = []
+        for target in targets:
+            try:
+                backups.append(backup_target(runtime, target.name).model_dump())
+            except BackupInProgress as exc:
+                logger.warning("backup skipped", extra={"target": target.name, "reason": str(exc)})
+                skipped.append({"target": target.name, "reason": str(exc)})
+        return {"event_id": scheduled.id, "run_id": runtime.run_id, "backups": backups, "skipped": skipped}
+
+    return once_per_event(runtime, request, work)

@@ -1,0 +1,326 @@
+"""The `drsentry` command line.
+
+Exit codes: 0 success; 1 the operation ran and found a failure; 2 bad usage, bad
+configuration or bad input (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.console import Console
+from rich.table import Table
+
+from drsentry.config import Config, load_config
+from drsentry.errors import BadInput, DrsentryError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Scheduled disaster recovery for PostgreSQL that proves every backup restores.",
+)
+run_app = typer.Typer(no_args_is_help=True, help="Run a capability now, as its Lambda would.")
+backups_app = typer.Typer(no_args_is_help=True, help="The backup catalog.")
+local_app = typer.Typer(
+    no_args_is_help=True, help="The local stack: embedded PostgreSQL + moto + Slack sink."
+)
+app.add_typer(run_app, name="run")
+app.add_typer(backups_app, name="backups")
+app.add_typer(local_app, name="local")
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="DRSENTRY_CONFIG",
+        help="Path of drsentry.yaml (or set DRSENTRY_CONFIG).",
+        show_default=False,
+    ),
+]
+TargetOption = Annotated[str | None, typer.Option("--target", help="Only this target.", show_default=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn every expected failure into one line and the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except BadInput as exc:
+            fail(str(exc), 2)
+        except DrsentryError as exc:
+            fail(str(exc), 1)
+        except NoCredentialsError:
+            fail('no AWS credentials found (for the local stack: eval "$(drsentry local env)")', 2)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            fail(f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}", 1)
+        except BotoCoreError as exc:
+            fail(f"AWS request failed: {exc}", 1)
+
+    return wrapper
+
+
+def _config(path: Path | None) -> Config:
+    if path is None:
+        raise BadInput("no configuration: pass --config PATH or set DRSENTRY_CONFIG")
+    return load_config(path)
+
+
+def _runtime(path: Path | None) -> Any:
+    from drsentry.runtime import build_runtime
+
+    return build_runtime(_config(path))
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def human_bytes(size: float | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+) -> None:
+    # EMF metrics are printed to stdout for CloudWatch in Lambda; on a terminal they would
+    # corrupt --json output, so the CLI does not emit them unless asked to.
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    from drsentry.observability import logger
+
+    logger.setLevel("INFO" if verbose else "WARNING")
+
+
+# run ----------------------------------------------------------------------------
+
+
+@run_app.command("backup")
+@cli_errors
+def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
+    """Back up every target (or one) now: pg_dump streamed to S3, recorded in the catalog.
+
+    Example: drsentry run backup --target app
+    """
+    from drsentry.backup import run_scheduled_backup
+    from drsentry.events import scheduled_event
+
+    runtime = _runtime(config)
+    runtime.config.selected_targets(target)
+    result = run_scheduled_backup(runtime, scheduled_event(target, region=runtime.config.storage.region))
+    failed = [b for b in result["backups"] if b["status"] != "completed"]
+    if as_json:
+        print_json(result)
+    else:
+        table = Table(title="backup", title_justify="left")
+        for column in ("target", "backup id", "status", "size", "seconds", "tier", "error"):
+            table.add_column(column)
+        for backup in result["backups"]:
+            style = "green" if backup["status"] == "completed" else "red"
+            table.add_row(
+                backup["target"],
+                backup["backup_id"],
+                f"[{style}]{backup['status']}[/]",
+                human_bytes(backup["size_bytes"]),
+                f"{backup['duration_seconds']:.1f}",
+                backup["tier"] or "-",
+                backup["error"] or "",
+            )
+        stdout.print(table)
+    for skipped in result["skipped"]:
+        stderr.print(f"skipped {skipped['target']}: {skipped['reason']}", highlight=False)
+    if failed or result["skipped"]:
+        raise typer.Exit(1)
+
+
+# catalog ------------------------------------------------------------------------
+
+
+@backups_app.command("list")
+@cli_errors
+def backups_list(
+    config: ConfigOption = None,
+    target: TargetOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many per target.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The catalog, newest first.
+
+    Example: drsentry backups list --target app --json
+    """
+    runtime = _runtime(config)
+    records = []
+    for selected in runtime.config.selected_targets(target):
+        records.extend(runtime.catalog.list_backups(selected.name, limit=limit))
+    records.sort(key=lambda record: record.backup_id, reverse=True)
+    if as_json:
+        print_json([record.model_dump() for record in records])
+        return
+    table = Table(title=f"backups ({len(records)})", title_justify="left")
+    for column in ("target", "backup id", "status", "started", "size", "seconds", "tier", "replica", "error"):
+        table.add_column(column)
+    for record in records:
+        style = "green" if record.status == "completed" else "red"
+        table.add_row(
+            record.target,
+            record.backup_id,
+            f"[{style}]{record.status}[/]",
+            record.started_at,
+            human_bytes(record.size_bytes),
+            f"{record.duration_seconds or 0:.1f}",
+            record.tier or "-",
+            record.replica or "-",
+            (record.error or "")[:80],
+        )
+    stdout.print(table)
+
+
+@app.command("status")
+@cli_errors
+def status(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
+    """Per target: newest backup and its age against the RPO, newest verification and its
+    restore time against the RTO, replication state.
+
+    Example: drsentry status --json
+    """
+    from drsentry.status import status_report
+
+    runtime = _runtime(config)
+    report = status_report(runtime, target)
+    if as_json:
+        print_json(report.model_dump())
+        return
+    table = Table(title=f"drsentry status at {report.generated_at}", title_justify="left")
+    for column in (
+        "target",
+        "newest backup",
+        "age / RPO",
+        "size",
+        "tier",
+        "verified",
+        "restore / RTO",
+        "replica",
+        "last run",
+    ):
+        table.add_column(column)
+    for item in report.targets:
+        backup = item.newest_backup or {}
+        rpo_colour = {"ok": "green", "stale": "red", "none": "red"}[item.rpo_state]
+        age = f"[{rpo_colour}]{human_age(item.newest_backup_age_seconds)} / {human_age(item.rpo_seconds)}[/]"
+        verification = item.newest_verification or {}
+        restore = verification.get("restore_seconds")
+        rto_colour = {"ok": "green", "slow": "yellow", "none": "dim"}[item.rto_state]
+        restore_text = f"[{rto_colour}]{restore:.1f}s / {human_age(item.rto_seconds)}[/]" if restore else "-"
+        last = item.last_backup_status or "-"
+        if item.last_backup_status == "failed":
+            last = f"[red]failed[/]: {(item.last_backup_error or '')[:60]}"
+        table.add_row(
+            item.target,
+            backup.get("backup_id", "[red]none[/]"),
+            age,
+            human_bytes(backup.get("size_bytes")),
+            backup.get("tier") or "-",
+            verification.get("status", "-"),
+            restore_text,
+            item.replica or "-",
+            last,
+        )
+    stdout.print(table)
+
+
+# local stack --------------------------------------------------------------------
+
+
+def _state_dir() -> Path:
+    from drsentry.local.stack import default_state_dir
+
+    return default_state_dir()
+
+
+@local_app.command("up")
+@cli_errors
+def local_up(as_json: JsonOption = False) -> None:
+    """Start the embedded PostgreSQL, moto's server and a Slack sink; write drsentry.yaml.
+
+    Example: drsentry local up --json
+    """
+    from drsentry.local import stack
+
+    document = stack.up(_state_dir())
+    if as_json:
+        print_json(document)
+        return
+    stdout.print("[green]local stack is up[/]")
+    for name, value in document.items():
+        stdout.print(f"  {name}: {value}", highlight=False)
+    stdout.print('next: eval "$(drsentry local env)"')
+
+
+@local_app.command("env")
+@cli_errors
+def local_env() -> None:
+    """Print export lines that point boto3 and drsentry at the local stack.
+
+    Example: eval "$(drsentry local env)"
+    """
+    from drsentry.local import stack
+
+    sys.stdout.write("\n".join(stack.env_lines(_state_dir())) + "\n")
+
+
+@local_app.command("down")
+@cli_errors
+def local_down() -> None:
+    """Stop only what `drsentry local up` started.
+
+    Example: drsentry local down
+    """
+    from drsentry.local import stack
+
+    stopped = stack.down(_state_dir())
+    stdout.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def main() -> None:
+    app()

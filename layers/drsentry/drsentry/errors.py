@@ -1,0 +1,47 @@
+"""Domain exceptions. Every message is one line an operator can act on."""
+
+from __future__ import annotations
+
+
+class DrsentryError(Exception):
+    """Base of every error drsentry raises on purpose."""
+
+
+class BadInput(DrsentryError):
+    """Bad usage, configuration or input: the CLI exits 2."""
+
+
+class ConfigError(BadInput):
+    """drsentry.yaml is missing, unreadable or invalid."""
+
+
+class UnknownTarget(BadInput):
+    """A target name that the configuration does not define."""
+
+
+class BackupNotFound(BadInput):
+    """A backup id that is malformed or not in the catalog."""
+
+
+class CredentialsError(BadInput):
+    """A secret that cannot be read or lacks the fields drsentry needs."""
+
+
+class PgToolsError(DrsentryError):
+    """pg_dump / pg_restore missing, too old, or failing."""
+
+
+class BackupFailed(DrsentryError):
+    """The backup ran and failed; the catalog holds a `failed` record."""
+
+
+class BackupInProgress(DrsentryError):
+    """Another run holds the target's lock."""
+
+
+class StorageError(DrsentryError):
+    """Object storage refused or failed an operation."""
+
+
+class CatalogError(DrsentryError):
+    """The DynamoDB catalog refused or failed an operation."""

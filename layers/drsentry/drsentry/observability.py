@@ -1,0 +1,74 @@
+"""Logger, Tracer and Metrics, created once, and the one list of metric names.
+
+The SAM template's alarms are checked against ``METRIC_NAMES`` by a test, so an alarm
+can never watch a metric the code does not emit.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+SERVICE = "drsentry"
+NAMESPACE = "drsentry"
+TARGET_DIMENSION = "Target"
+
+# backup
+BACKUP_SUCCESS = "BackupSuccess"
+BACKUP_FAILURE = "BackupFailure"
+BACKUP_DURATION_SECONDS = "BackupDurationSeconds"
+BACKUP_SIZE_BYTES = "BackupSizeBytes"
+BACKUP_THROUGHPUT_MBPS = "BackupThroughputMBps"
+BACKUP_AGE_SECONDS = "BackupAgeSeconds"
+# verify
+VERIFICATION_SUCCESS = "VerificationSuccess"
+VERIFICATION_WARNING = "VerificationWarning"
+VERIFICATION_FAILURE = "VerificationFailure"
+RESTORE_SECONDS = "RestoreSeconds"
+# replication
+REPLICA_MISSING = "ReplicaMissing"
+REPLICA_MISMATCH = "ReplicaMismatch"
+REPLICATION_LAG_SECONDS = "ReplicationLagSeconds"
+# archive
+ARCHIVE_FAILURE = "ArchiveFailure"
+ARCHIVED_BACKUPS = "ArchivedBackups"
+EXPIRED_BACKUPS = "ExpiredBackups"
+# notifications
+NOTIFICATION_FAILED = "NotificationFailed"
+
+METRIC_NAMES: frozenset[str] = frozenset(
+    {
+        BACKUP_SUCCESS,
+        BACKUP_FAILURE,
+        BACKUP_DURATION_SECONDS,
+        BACKUP_SIZE_BYTES,
+        BACKUP_THROUGHPUT_MBPS,
+        BACKUP_AGE_SECONDS,
+        VERIFICATION_SUCCESS,
+        VERIFICATION_WARNING,
+        VERIFICATION_FAILURE,
+        RESTORE_SECONDS,
+        REPLICA_MISSING,
+        REPLICA_MISMATCH,
+        REPLICATION_LAG_SECONDS,
+        ARCHIVE_FAILURE,
+        ARCHIVED_BACKUPS,
+        EXPIRED_BACKUPS,
+        NOTIFICATION_FAILED,
+    }
+)
+
+# Logs go to stderr so that `--json` output on stdout stays one clean document.
+logger = Logger(service=SERVICE, stream=sys.stderr)
+tracer = Tracer(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def put_metric(name: str, unit: str, value: float, target: str) -> None:
+    """One EMF metric with the `Target` dimension (flushed at once, so targets never mix)."""
+    if name not in METRIC_NAMES:
+        raise ValueError(f"metric {name!r} is not in METRIC_NAMES")
+    with single_metric(name=name, unit=MetricUnit(unit), value=value, namespace=NAMESPACE) as metric:
+        metric.add_dimension(TARGET_DIMENSION, target)

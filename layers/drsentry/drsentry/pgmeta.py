@@ -1,0 +1,189 @@
+"""What a database holds, read through one connection: tables and exact row counts,
+functions, row-level security, size, and a schema fingerprint.
+
+Backup reads it inside the exported snapshot that pg_dump dumps, verify reads it from the
+restored database, and the two must agree. The fingerprint leaves out owners, grants and
+OIDs, which a restore into another server legitimately changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+_USER_SCHEMAS = """
+    n.nspname not in ('pg_catalog', 'information_schema')
+    and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp\\_%'
+"""
+_NOT_FROM_EXTENSION = """
+    not exists (select 1 from pg_depend d where d.objid = {oid} and d.deptype = 'e')
+"""
+
+TABLES_SQL = f"""
+select n.nspname, c.relname
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'p') and {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="c.oid")}
+order by 1, 2
+"""
+
+FUNCTIONS_SQL = f"""
+select n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)
+from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="p.oid")}
+order by 1, 2, 3
+"""
+
+RLS_SQL = f"""
+select n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+       coalesce(array_agg(p.polname order by p.polname) filter (where p.polname is not null), '{{}}')
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+left join pg_policy p on p.polrelid = c.oid
+where c.relkind in ('r', 'p') and {_USER_SCHEMAS}
+  and (c.relrowsecurity or p.polname is not null)
+group by 1, 2, 3, 4
+order by 1, 2
+"""
+
+# One text row per schema object, normalised so that dump and restore give equal text.
+FINGERPRINT_SQL = f"""
+select 'column ' || n.nspname || '.' || c.relname || ' '
+       || string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                     || case when a.attnotnull then ' not null' else '' end
+                     || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), ''),
+                     ', ' order by a.attnum)
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+left join pg_attrdef ad on ad.adrelid = c.oid and ad.adnum = a.attnum
+where c.relkind in ('r', 'p', 'v', 'm', 'f') and {_USER_SCHEMAS}
+group by n.nspname, c.relname
+union all
+select 'constraint ' || n.nspname || '.' || c.relname || ' ' || con.conname || ' '
+       || pg_get_constraintdef(con.oid)
+from pg_constraint con
+join pg_class c on c.oid = con.conrelid
+join pg_namespace n on n.oid = c.relnamespace
+where {_USER_SCHEMAS}
+union all
+select 'index ' || pg_get_indexdef(i.indexrelid)
+from pg_index i
+join pg_class c on c.oid = i.indexrelid
+join pg_namespace n on n.oid = c.relnamespace
+where {_USER_SCHEMAS}
+union all
+select 'function ' || pg_get_functiondef(p.oid)
+from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+where p.prokind in ('f', 'p') and {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="p.oid")}
+union all
+select 'policy ' || n.nspname || '.' || c.relname || ' ' || p.polname || ' ' || p.polcmd::text || ' '
+       || p.polpermissive::text || ' ' || coalesce(pg_get_expr(p.polqual, p.polrelid), '') || ' '
+       || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), '')
+from pg_policy p
+join pg_class c on c.oid = p.polrelid
+join pg_namespace n on n.oid = c.relnamespace
+union all
+select 'rls ' || n.nspname || '.' || c.relname || ' ' || c.relrowsecurity::text || ' '
+       || c.relforcerowsecurity::text
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'p') and {_USER_SCHEMAS}
+union all
+select 'trigger ' || pg_get_triggerdef(t.oid)
+from pg_trigger t
+join pg_class c on c.oid = t.tgrelid
+join pg_namespace n on n.oid = c.relnamespace
+where not t.tgisinternal and {_USER_SCHEMAS}
+union all
+select 'view ' || n.nspname || '.' || c.relname || ' ' || pg_get_viewdef(c.oid)
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('v', 'm') and {_USER_SCHEMAS}
+"""
+
+
+def display_name(schema: str, name: str) -> str:
+    """`organizations` for public tables, `audit.events` elsewhere: how users write them."""
+    return name if schema == "public" else f"{schema}.{name}"
+
+
+@dataclass(frozen=True)
+class RlsTable:
+    table: str
+    enabled: bool
+    forced: bool
+    policies: tuple[str, ...]
+
+
+@dataclass
+class DatabaseFacts:
+    server_version: str
+    database_size_bytes: int
+    tables: dict[str, int] = field(default_factory=dict)
+    functions: list[str] = field(default_factory=list)
+    rls: list[RlsTable] = field(default_factory=list)
+    schema_fingerprint: str = ""
+
+    def manifest_fields(self) -> dict[str, object]:
+        return {
+            "pg_server_version": self.server_version,
+            "database_size_bytes": self.database_size_bytes,
+            "tables": self.tables,
+            "functions": self.functions,
+            "rls": [
+                {"table": t.table, "enabled": t.enabled, "forced": t.forced, "policies": list(t.policies)}
+                for t in self.rls
+            ],
+            "schema_fingerprint": self.schema_fingerprint,
+        }
+
+
+def server_version(conn: psycopg.Connection) -> str:
+    row = conn.execute("show server_version").fetchone()
+    assert row is not None
+    return str(row[0]).split()[0]
+
+
+def schema_fingerprint(conn: psycopg.Connection) -> str:
+    lines = sorted(str(row[0]) for row in conn.execute(FINGERPRINT_SQL))
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+    return f"sha256:{digest}"
+
+
+def count_rows(conn: psycopg.Connection) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for schema, name in conn.execute(TABLES_SQL).fetchall():
+        query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+        row = conn.execute(query).fetchone()
+        assert row is not None
+        counts[display_name(schema, name)] = int(row[0])
+    return counts
+
+
+def functions(conn: psycopg.Connection) -> list[str]:
+    return [
+        f"{display_name(schema, name)}({arguments})"
+        for schema, name, arguments in conn.execute(FUNCTIONS_SQL).fetchall()
+    ]
+
+
+def rls_tables(conn: psycopg.Connection) -> list[RlsTable]:
+    return [
+        RlsTable(display_name(schema, name), bool(enabled), bool(forced), tuple(policies))
+        for schema, name, enabled, forced, policies in conn.execute(RLS_SQL).fetchall()
+    ]
+
+
+def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
+    """Everything at once; call inside the transaction whose snapshot matters."""
+    size_row = conn.execute("select pg_database_size(current_database())").fetchone()
+    assert size_row is not None
+    return DatabaseFacts(
+        server_version=server_version(conn),
+        database_size_bytes=int(size_row[0]),
+        tables=count_rows(conn),
+        functions=functions(conn),
+        rls=rls_tables(conn),
+        schema_fingerprint=schema_fingerprint(conn),
+    )

