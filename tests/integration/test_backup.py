@@ -362,3 +362,26 @@ def test_timeout_near_lambda_limit_aborts_cleanly(large_db: str, make_config: An
 
     assert "timed out" in record.error
     _assert_no_trace(clients, record)
+
+
+def test_update_backup_sets_and_removes_fields(source_db: str, make_config: Any) -> None:
+    config, _ = make_config(source_db)
+    runtime = build_runtime(config)
+    record = backup_target(runtime, "app")
+
+    runtime.catalog.update_backup("app", record.backup_id, {"replica": "ok", "replica_detail": {"lag": 1.5}})
+    updated = runtime.catalog.get_backup(record.backup_id)
+    assert updated.replica == "ok"
+    assert updated.replica_detail == {"lag": 1.5}
+
+    runtime.catalog.update_backup("app", record.backup_id, {"replica_detail": None})
+    assert runtime.catalog.get_backup(record.backup_id).replica_detail is None
+
+
+def test_update_of_unknown_backup_is_refused(source_db: str, make_config: Any) -> None:
+    from drsentry.errors import BackupNotFound
+
+    config, _ = make_config(source_db)
+    runtime = build_runtime(config)
+    with pytest.raises(BackupNotFound, match="not found"):
+        runtime.catalog.update_backup("app", "20261122T180000001Z-1a2b3c4d", {"replica": "ok"})

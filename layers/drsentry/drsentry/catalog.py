@@ -113,6 +113,35 @@ class Catalog:
         except ClientError as exc:
             raise self._fail(f"writing backup record {record.backup_id}", exc) from exc
 
+    def update_backup(self, target: str, backup_id: str, fields: dict[str, Any]) -> None:
+        """Set some fields of an existing backup record (replica state, archive, expiry)."""
+        if not fields:
+            return
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = to_item({f":v{i}": value for i, value in enumerate(fields.values())})
+        assignments = [f"#f{i} = :v{i}" for i in range(len(fields)) if f":v{i}" in values]
+        removals = [f"#f{i}" for i in range(len(fields)) if f":v{i}" not in values]
+        expression = ""
+        if assignments:
+            expression += "SET " + ", ".join(assignments)
+        if removals:
+            expression += " REMOVE " + ", ".join(removals)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Key": {"pk": {"S": f"target#{target}"}, "sk": {"S": f"backup#{backup_id}"}},
+            "UpdateExpression": expression.strip(),
+            "ExpressionAttributeNames": names,
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+        if values:
+            request["ExpressionAttributeValues"] = values
+        try:
+            self.client.update_item(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise BackupNotFound(f"backup {backup_id} of target {target!r} not found") from exc
+            raise self._fail(f"updating backup record {backup_id}", exc) from exc
+
     def get_backup(self, backup_id: str) -> BackupRecord:
         check_backup_id(backup_id)
         try:

@@ -39,6 +39,8 @@ local_app = typer.Typer(
 app.add_typer(run_app, name="run")
 app.add_typer(backups_app, name="backups")
 app.add_typer(local_app, name="local")
+verifications_app = typer.Typer(no_args_is_help=True, help="The verification log.")
+app.add_typer(verifications_app, name="verifications")
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -174,6 +176,52 @@ def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json
         raise typer.Exit(1)
 
 
+@run_app.command("verify")
+@cli_errors
+def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
+    """Restore the newest backup of every target (or one) into a scratch database and check it.
+
+    Exit 0 on success or warning, 1 on failure. Example: drsentry run verify --target app
+    """
+    from drsentry.events import scheduled_event
+    from drsentry.verify import run_scheduled_verify
+
+    runtime = _runtime(config)
+    runtime.config.selected_targets(target)
+    result = run_scheduled_verify(runtime, scheduled_event(target, region=runtime.config.storage.region))
+    failed = [v for v in result["verifications"] if v["status"] == "failure"]
+    if as_json:
+        print_json(result)
+    else:
+        colours = {"success": "green", "warning": "yellow", "failure": "red"}
+        check_colours = {"passed": "green", "failed": "red", "skipped": "dim"}
+        for verification in result["verifications"]:
+            status = verification["status"]
+            restore = verification["restore_seconds"]
+            title = (
+                f"verify {verification['target']} {verification['backup_id']}: "
+                f"[{colours[status]}]{status}[/] ({verification['checks_passed']} passed, "
+                f"{verification['checks_failed']} failed, restore "
+                f"{f'{restore:.1f}s' if restore is not None else '-'})"
+            )
+            table = Table(title=title, title_justify="left")
+            for column in ("check", "severity", "status", "detail"):
+                table.add_column(column)
+            for check in verification["checks"]:
+                failed_colour = "red" if check["severity"] == "critical" else "yellow"
+                colour = failed_colour if check["status"] == "failed" else check_colours[check["status"]]
+                table.add_row(
+                    check["name"], check["severity"], f"[{colour}]{check['status']}[/]", check["detail"]
+                )
+            stdout.print(table)
+    for missing in result["unverified"]:
+        stderr.print(f"not verified {missing['target']}: {missing['reason']}", highlight=False)
+    for skipped in result["skipped"]:
+        stderr.print(f"skipped {skipped['target']}: {skipped['reason']}", highlight=False)
+    if failed or result["unverified"] or result["skipped"]:
+        raise typer.Exit(1)
+
+
 # catalog ------------------------------------------------------------------------
 
 
@@ -212,6 +260,48 @@ def backups_list(
             record.tier or "-",
             record.replica or "-",
             (record.error or "")[:80],
+        )
+    stdout.print(table)
+
+
+@verifications_app.command("list")
+@cli_errors
+def verifications_list(
+    config: ConfigOption = None,
+    target: TargetOption = None,
+    days: Annotated[int, typer.Option("--days", min=1, help="Verifications of the last N days.")] = 7,
+    as_json: JsonOption = False,
+) -> None:
+    """The verification log, newest first.
+
+    Example: drsentry verifications list --target app --days 30 --json
+    """
+    from drsentry.verifications import verification_log
+
+    runtime = _runtime(config)
+    log = verification_log(runtime)
+    now = runtime.clock()
+    records = []
+    for selected in runtime.config.selected_targets(target):
+        records.extend(log.history(selected.name, days, now=now))
+    records.sort(key=lambda record: (record.verified_at, record.id), reverse=True)
+    if as_json:
+        print_json([record.model_dump() for record in records])
+        return
+    table = Table(title=f"verifications of the last {days} days ({len(records)})", title_justify="left")
+    for column in ("verified", "target", "backup id", "status", "checks", "restore", "age", "failed checks"):
+        table.add_column(column)
+    colours = {"success": "green", "warning": "yellow", "failure": "red"}
+    for record in records:
+        table.add_row(
+            record.verified_at,
+            record.target,
+            record.backup_id,
+            f"[{colours[record.status]}]{record.status}[/]",
+            f"{record.checks_passed}/{record.checks_passed + record.checks_failed}",
+            f"{record.restore_seconds:.1f}s" if record.restore_seconds is not None else "-",
+            human_age(record.backup_age_hours * 3600 if record.backup_age_hours is not None else None),
+            ", ".join(check.name for check in record.failed_checks)[:80],
         )
     stdout.print(table)
 

@@ -44,7 +44,7 @@ def parse_duration(value: Any) -> timedelta:
 
 def format_duration(value: timedelta) -> str:
     seconds = int(value.total_seconds())
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):
         size = _DURATION_UNITS[unit]
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"

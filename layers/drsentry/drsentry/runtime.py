@@ -17,6 +17,7 @@ from drsentry.aws import AwsClients
 from drsentry.catalog import Catalog
 from drsentry.config import Config
 from drsentry.credentials import Credentials
+from drsentry.notify import Notifier as SnsSlackNotifier
 from drsentry.records import RunNotice, utc_now
 from drsentry.storage import ObjectStore
 
@@ -57,17 +58,8 @@ def build_runtime(
         remaining_seconds=lambda_deadline(lambda_context),
         lambda_context=lambda_context,
     )
-    runtime.notifier = _notifier(runtime)
+    runtime.notifier = SnsSlackNotifier(config, clients, credentials=runtime.credentials, clock=runtime.clock)
     return runtime
-
-
-def _notifier(runtime: Runtime) -> Notifier | None:
-    try:
-        from drsentry.notify import Notifier as SnsSlackNotifier
-    except ImportError:
-        return None
-    notifier: Notifier = SnsSlackNotifier(runtime.config, runtime.clients)
-    return notifier
 
 
 def lambda_deadline(context: Any) -> Callable[[], float | None]:

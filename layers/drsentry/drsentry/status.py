@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from drsentry.records import BackupRecord, iso
 from drsentry.runtime import Runtime
+from drsentry.verifications import verification_log
 
 RpoState = Literal["ok", "stale", "none"]
 
@@ -88,10 +89,7 @@ def target_status(runtime: Runtime, target: str, now: datetime) -> TargetStatus:
 
 
 def _newest_verification(runtime: Runtime, target: str) -> dict[str, Any] | None:
-    latest = getattr(runtime.catalog, "latest_verification", None)
-    if latest is None:
-        return None
-    record = latest(target)
+    record = verification_log(runtime).latest(target)
     return record.model_dump() if record is not None else None
 
 

