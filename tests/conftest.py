@@ -20,7 +20,6 @@ TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
-    "POWERTOOLS_METRICS_DISABLED": "false",
     "POWERTOOLS_TRACE_DISABLED": "true",
 }
 for _name, _value in TEST_ENV.items():
@@ -31,6 +30,12 @@ for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "DRSENTRY_CONFIG"):
 
 PRIMARY_REGION = "us-east-1"
 REPLICA_REGION = "eu-west-1"
+
+
+@pytest.fixture(autouse=True)
+def metrics_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EMF metrics on, as in Lambda; also undoes the CLI switching them off in-process."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -127,9 +127,9 @@ def human_age(seconds: float | None) -> str:
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
 ) -> None:
-    # EMF metrics are printed to stdout for CloudWatch in Lambda; on a terminal they would
-    # corrupt --json output, so the CLI does not emit them unless asked to.
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # EMF metrics are printed to stdout for CloudWatch in Lambda; from the CLI they would
+    # corrupt --json output and reach no metric store, so the CLI never emits them.
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     from drsentry.observability import logger
 
     logger.setLevel("INFO" if verbose else "WARNING")
