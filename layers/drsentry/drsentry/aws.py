@@ -36,8 +36,10 @@ class AwsClients:
     S3 clients are cached per region because the replica bucket lives elsewhere.
     """
 
-    def __init__(self, region: str, session: boto3.session.Session | None = None) -> None:
+    def __init__(self, region: str, session: boto3.session.Session | None = None,
+                 max_attempts: int = MAX_ATTEMPTS) -> None:
         self.region = region
+        self.max_attempts = max_attempts
         self._session = session or boto3.session.Session()
         self._s3_by_region: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -45,7 +47,7 @@ class AwsClients:
     def _config(self, **extra: Any) -> BotoConfig:
         return BotoConfig(
             region_name=self.region,
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
             max_pool_connections=32,
             **extra,
         )

@@ -25,13 +25,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drsentry import gfs, observability
 from drsentry.credentials import redact, sanitize
-from drsentry.errors import BackupFailed, BackupInProgress, DrsentryError
+from drsentry.errors import BackupFailed, BackupInProgress, CatalogError, CatalogWriteFailed, DrsentryError
 from drsentry.events import parse_scheduled_event
 from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
 from drsentry.pgmeta import DatabaseFacts, read_facts
 from drsentry.pgtools import PgTool, find_tool, require_compatible
-from drsentry.records import BackupRecord, RunNotice, iso, new_backup_id
+from drsentry.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
 from drsentry.runtime import Runtime
 from drsentry.storage import StoredObject
 
@@ -251,8 +251,15 @@ class BackupRun:
         )
 
     def _record_success(self, outcome: DumpOutcome) -> BackupRecord:
-        previous = self.runtime.catalog.latest_completed(self.target.name)
-        tier = gfs.assign_tier(self.started, previous.started if previous else None)
+        tier: Tier | None
+        try:
+            previous = self.runtime.catalog.latest_completed(self.target.name)
+            tier = gfs.assign_tier(self.started, previous.started if previous else None)
+        except CatalogError as exc:
+            # The manifest is still written, so `drsentry catalog rebuild` can restore the
+            # record and its tier once the catalog answers again.
+            logger.error("catalog unreadable while recording a backup", extra={"error": str(exc)})
+            tier = None
         facts = outcome.facts
         record = self._base_record(
             status="completed",
@@ -280,7 +287,15 @@ class BackupRun:
         except DrsentryError as exc:
             self.runtime.store.delete_all_versions(self.config.storage.bucket, self.key)
             return self._record_failure(f"writing the manifest failed, backup object removed: {exc}")
-        self.runtime.catalog.put_backup(record)
+        try:
+            self.runtime.catalog.put_backup(record)
+        except CatalogError as exc:
+            self._emit_metrics(record.model_copy(update={"status": "failed"}))
+            raise CatalogWriteFailed(
+                f"backup {record.backup_id} is stored at s3://{record.bucket}/{record.key} but its catalog "
+                f"record could not be written ({exc}); recover it with "
+                f"`drsentry catalog rebuild --target {record.target}`"
+            ) from exc
         self._emit_metrics(record)
         logger.info(
             "backup completed",
@@ -300,8 +315,9 @@ class BackupRun:
         logger.error(
             "backup failed", extra={"target": record.target, "backup_id": record.backup_id, "error": error}
         )
-        self.runtime.catalog.put_backup(record)
+        # Metrics first: if the catalog is down too, the alarm still sees the failure.
         self._emit_metrics(record)
+        self.runtime.catalog.put_backup(record)
         return record
 
     def _emit_metrics(self, record: BackupRecord) -> None:
@@ -357,8 +373,25 @@ def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
 
 
 def backup_target(runtime: Runtime, target_name: str) -> BackupRecord:
-    """Back up one target, record the result, and notify. Never raises for a failed dump."""
-    record = BackupRun(runtime, target_name).execute()
+    """Back up one target, record the result, and notify. A failed dump is a `failed` record;
+    only a catalog that cannot be written raises (after the alert is sent)."""
+    try:
+        record = BackupRun(runtime, target_name).execute()
+    except (CatalogError, CatalogWriteFailed) as exc:
+        if runtime.notifier is not None:
+            runtime.notifier.send(
+                RunNotice(
+                    source="backup",
+                    target=target_name,
+                    severity="critical",
+                    status="failed",
+                    run_id=runtime.run_id,
+                    summary=str(exc),
+                    details={"error": str(exc)},
+                ),
+                failing_checks=["catalog"],
+            )
+        raise
     if runtime.notifier is not None:
         failing = ["backup"] if record.status == "failed" else []
         runtime.notifier.send(notice_for(record, runtime.run_id), failing_checks=failing)
@@ -374,12 +407,23 @@ def run_scheduled_backup(runtime: Runtime, event: dict[str, Any]) -> dict[str, A
     def work(_request: dict[str, Any]) -> dict[str, Any]:
         backups: list[dict[str, Any]] = []
         skipped: list[dict[str, str]] = []
+        errors: list[dict[str, str]] = []
         for target in targets:
             try:
                 backups.append(backup_target(runtime, target.name).model_dump())
             except BackupInProgress as exc:
                 logger.warning("backup skipped", extra={"target": target.name, "reason": str(exc)})
                 skipped.append({"target": target.name, "reason": str(exc)})
-        return {"event_id": scheduled.id, "run_id": runtime.run_id, "backups": backups, "skipped": skipped}
+            except (CatalogError, CatalogWriteFailed) as exc:
+                # Already alerted; the other targets still get their backups.
+                logger.error("backup not recorded", extra={"target": target.name, "error": str(exc)})
+                errors.append({"target": target.name, "error": str(exc)})
+        return {
+            "event_id": scheduled.id,
+            "run_id": runtime.run_id,
+            "backups": backups,
+            "skipped": skipped,
+            "errors": errors,
+        }
 
     return once_per_event(runtime, request, work)

@@ -172,7 +172,9 @@ def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json
         stdout.print(table)
     for skipped in result["skipped"]:
         stderr.print(f"skipped {skipped['target']}: {skipped['reason']}", highlight=False)
-    if failed or result["skipped"]:
+    for error in result.get("errors", []):
+        stderr.print(f"[bold red]error:[/] {error['target']}: {error['error']}", highlight=False)
+    if failed or result["skipped"] or result.get("errors"):
         raise typer.Exit(1)
 
 
@@ -410,6 +412,54 @@ def local_down() -> None:
 
     stopped = stack.down(_state_dir())
     stdout.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+# catalog repair -------------------------------------------------------------------
+
+catalog_app = typer.Typer(no_args_is_help=True, help="Repair the catalog.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("rebuild")
+@cli_errors
+def catalog_rebuild(
+    config: ConfigOption = None,
+    target: TargetOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be added; write nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Recreate missing backup records from the manifests in the bucket (never overwrites).
+
+    Example: drsentry catalog rebuild --target app --dry-run
+    """
+    from drsentry.rebuild import rebuild_catalog
+
+    reports = rebuild_catalog(_runtime(config), target, dry_run=dry_run)
+    if as_json:
+        print_json([report.model_dump() for report in reports])
+    else:
+        table = Table(title="catalog rebuild" + (" (dry run)" if dry_run else ""), title_justify="left")
+        for column in ("target", "manifests", "already present", "added", "unreadable"):
+            table.add_column(column)
+        for report in reports:
+            table.add_row(
+                report.target,
+                str(report.manifests),
+                str(report.already_present),
+                str(len(report.added)),
+                str(len(report.unreadable)),
+            )
+        stdout.print(table)
+        for report in reports:
+            for key, reason in report.unreadable.items():
+                stderr.print(f"unreadable {key}: {reason}", highlight=False)
+    if any(report.unreadable for report in reports):
+        raise typer.Exit(1)
+
+
+# replication check ----------------------------------------------------------------
 
 
 def main() -> None:

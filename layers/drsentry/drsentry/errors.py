@@ -35,6 +35,10 @@ class BackupFailed(DrsentryError):
     """The backup ran and failed; the catalog holds a `failed` record."""
 
 
+class CatalogWriteFailed(BackupFailed):
+    """The dump is stored but its catalog record could not be written (an orphaned object)."""
+
+
 class BackupInProgress(DrsentryError):
     """Another run holds the target's lock."""
 
