@@ -36,8 +36,9 @@ class AwsClients:
     S3 clients are cached per region because the replica bucket lives elsewhere.
     """
 
-    def __init__(self, region: str, session: boto3.session.Session | None = None,
-                 max_attempts: int = MAX_ATTEMPTS) -> None:
+    def __init__(
+        self, region: str, session: boto3.session.Session | None = None, max_attempts: int = MAX_ATTEMPTS
+    ) -> None:
         self.region = region
         self.max_attempts = max_attempts
         self._session = session or boto3.session.Session()

@@ -13,7 +13,6 @@ multipart upload is aborted, no object remains, and the catalog records `failed`
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from typing import IO, Any
 
 import psycopg
 import zstandard
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drsentry import gfs, observability
 from drsentry.credentials import redact, sanitize
@@ -30,7 +28,7 @@ from drsentry.events import parse_scheduled_event
 from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
 from drsentry.pgmeta import DatabaseFacts, read_facts
-from drsentry.pgtools import PgTool, find_tool, require_compatible
+from drsentry.pgtools import PgTool, find_tool, pg_environment, require_compatible
 from drsentry.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
 from drsentry.runtime import Runtime
 from drsentry.storage import StoredObject
@@ -74,18 +72,6 @@ class _StderrCollector(threading.Thread):
     @property
     def text(self) -> str:
         return self._kept.decode("utf-8", errors="replace").strip()
-
-
-def _pg_environment(dsn: str) -> tuple[str, dict[str, str]]:
-    """A DSN without its password plus an environment carrying it: never on a command line."""
-    parts = conninfo_to_dict(dsn)
-    password = parts.pop("password", None)
-    env = dict(os.environ)
-    env["PGAPPNAME"] = "drsentry-pg_dump"
-    env["PGCONNECT_TIMEOUT"] = env.get("PGCONNECT_TIMEOUT", "15")
-    if password:
-        env["PGPASSWORD"] = str(password)
-    return make_conninfo(**{key: str(value) for key, value in parts.items()}), env
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -164,7 +150,7 @@ class BackupRun:
         return DumpOutcome(stored=stored, pg_dump=pg_dump, facts=facts)
 
     def _stream_dump(self, pg_dump: PgTool, snapshot: str) -> StoredObject:
-        dsn_without_password, env = _pg_environment(self._dsn)
+        dsn_without_password, env = pg_environment(self._dsn, "drsentry-pg_dump")
         command = [
             str(pg_dump.path),
             "--format=custom",
@@ -179,7 +165,10 @@ class BackupRun:
         stderr = _StderrCollector(process.stderr)
         stderr.start()
         try:
-            compressor = zstandard.ZstdCompressor(level=self.config.storage.compression_level, threads=-1)
+            # Frame checksums let a full read (verify's "archive readable") catch a flipped byte.
+            compressor = zstandard.ZstdCompressor(
+                level=self.config.storage.compression_level, threads=-1, write_checksum=True
+            )
             # MultipartWriter is a write-only binary stream: write() is all zstd needs of it.
             zstd_output = compressor.stream_writer(
                 writer,  # type: ignore[arg-type]
@@ -326,7 +315,6 @@ class BackupRun:
             observability.put_metric(observability.BACKUP_SUCCESS, "Count", 1, target)
             observability.put_metric(observability.BACKUP_FAILURE, "Count", 0, target)
             observability.put_metric(observability.BACKUP_SIZE_BYTES, "Bytes", record.size_bytes or 0, target)
-            observability.put_metric(observability.BACKUP_AGE_SECONDS, "Seconds", 0, target)
             seconds = max(record.duration_seconds or 0.0, 0.001)
             megabytes = (record.database_size_bytes or 0) / 1e6
             observability.put_metric(

