@@ -20,7 +20,7 @@ lint: venv
 	$(BIN)/ruff check layers functions tests infra
 	$(BIN)/ruff format --check layers functions tests infra
 	$(BIN)/mypy
-	$(BIN)/cfn-lint template.yaml
+	$(BIN)/cfn-lint template.yaml infra/replica.yaml
 
 test: venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)

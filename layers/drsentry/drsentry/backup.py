@@ -309,12 +309,20 @@ class BackupRun:
         self.runtime.catalog.put_backup(record)
         return record
 
+    def _newest_completed_age(self) -> float | None:
+        try:
+            newest = self.runtime.catalog.latest_completed(self.target.name)
+        except CatalogError:
+            return None  # the alarm treats missing data as stale
+        return (self.runtime.clock() - newest.started).total_seconds() if newest else None
+
     def _emit_metrics(self, record: BackupRecord) -> None:
         target = record.target
         if record.status == "completed":
             observability.put_metric(observability.BACKUP_SUCCESS, "Count", 1, target)
             observability.put_metric(observability.BACKUP_FAILURE, "Count", 0, target)
             observability.put_metric(observability.BACKUP_SIZE_BYTES, "Bytes", record.size_bytes or 0, target)
+            observability.put_metric(observability.BACKUP_AGE_SECONDS, "Seconds", 0, target)
             seconds = max(record.duration_seconds or 0.0, 0.001)
             megabytes = (record.database_size_bytes or 0) / 1e6
             observability.put_metric(
@@ -323,6 +331,9 @@ class BackupRun:
         else:
             observability.put_metric(observability.BACKUP_SUCCESS, "Count", 0, target)
             observability.put_metric(observability.BACKUP_FAILURE, "Count", 1, target)
+            newest_age = self._newest_completed_age()
+            if newest_age is not None:
+                observability.put_metric(observability.BACKUP_AGE_SECONDS, "Seconds", newest_age, target)
         observability.put_metric(
             observability.BACKUP_DURATION_SECONDS, "Seconds", record.duration_seconds or 0.0, target
         )

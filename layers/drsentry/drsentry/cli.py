@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from drsentry.config import Config, load_config
@@ -311,8 +312,9 @@ def verifications_list(
 @app.command("status")
 @cli_errors
 def status(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
-    """Per target: newest backup and its age against the RPO, newest verification and its
-    restore time against the RTO, replication state.
+    """Per target: newest backup (age, size, tier) and its age against the RPO (green, amber
+    above 80%, red), newest verification (status, restore time against the RTO, failing
+    checks), replication state and the number of archived backups.
 
     Example: drsentry status --json
     """
@@ -324,38 +326,47 @@ def status(config: ConfigOption = None, target: TargetOption = None, as_json: Js
         print_json(report.model_dump())
         return
     table = Table(title=f"drsentry status at {report.generated_at}", title_justify="left")
-    for column in (
-        "target",
-        "newest backup",
-        "age / RPO",
-        "size",
-        "tier",
-        "verified",
-        "restore / RTO",
-        "replica",
-        "last run",
-    ):
+    table.add_column("target", no_wrap=True)
+    table.add_column("newest backup", no_wrap=True)
+    for column in ("age / RPO", "size", "tier", "verified", "restore / RTO", "replication", "archived", "last run"):
         table.add_column(column)
+    level_colours = {"green": "green", "amber": "yellow", "red": "red"}
+    verification_colours = {"success": "green", "warning": "yellow", "failure": "red"}
+    replication_colours = {"ok": "green", "warning": "yellow", "failure": "red"}
     for item in report.targets:
         backup = item.newest_backup or {}
-        rpo_colour = {"ok": "green", "stale": "red", "none": "red"}[item.rpo_state]
-        age = f"[{rpo_colour}]{human_age(item.newest_backup_age_seconds)} / {human_age(item.rpo_seconds)}[/]"
+        colour = level_colours[item.rpo_level]
+        age = f"[{colour}]{human_age(item.newest_backup_age_seconds)} / {human_age(item.rpo_seconds)}[/]"
         verification = item.newest_verification or {}
+        verified = "-"
+        if item.verification_status:
+            verified = f"[{verification_colours[item.verification_status]}]{item.verification_status}[/]"
+            if item.failing_checks:
+                verified += f": {escape(', '.join(item.failing_checks))}"
         restore = verification.get("restore_seconds")
         rto_colour = {"ok": "green", "slow": "yellow", "none": "dim"}[item.rto_state]
         restore_text = f"[{rto_colour}]{restore:.1f}s / {human_age(item.rto_seconds)}[/]" if restore else "-"
+        replication = item.replication
+        if replication:
+            replica_text = (
+                f"[{replication_colours.get(replication['status'], 'red')}]{replication['status']}[/] "
+                f"lag {human_age(replication['lag_seconds'])}, checked {replication['checked_at']}"
+            )
+        else:
+            replica_text = item.replica or "-"
         last = item.last_backup_status or "-"
         if item.last_backup_status == "failed":
-            last = f"[red]failed[/]: {(item.last_backup_error or '')[:60]}"
+            last = f"[red]failed[/]: {escape((item.last_backup_error or '')[:60])}"
         table.add_row(
             item.target,
             backup.get("backup_id", "[red]none[/]"),
             age,
             human_bytes(backup.get("size_bytes")),
             backup.get("tier") or "-",
-            verification.get("status", "-"),
+            verified,
             restore_text,
-            item.replica or "-",
+            replica_text,
+            str(item.archived_backups),
             last,
         )
     stdout.print(table)
@@ -566,8 +577,11 @@ def run_archive(
         for report in reports:
             title = f"archive {report['target']}" + (" (dry run: nothing changed)" if dry_run else "")
             table = Table(title=title, title_justify="left")
-            for column in ("backup id", "started", "action", "slots / reason", "outcome"):
-                table.add_column(column)
+            # The id says when the backup started; it is never cut, the reasons wrap instead.
+            table.add_column("backup id", no_wrap=True)
+            table.add_column("action", no_wrap=True)
+            table.add_column("slots / reason")
+            table.add_column("outcome")
             for row in report["decisions"]:
                 outcome = row["outcome"] or ""
                 if outcome:
@@ -575,7 +589,6 @@ def run_archive(
                     outcome = f"[{outcome_colours.get(outcome, 'red')}]{outcome}[/]{detail}"
                 table.add_row(
                     row["backup_id"],
-                    row["started_at"],
                     f"[{colours[row['action']]}]{row['action']}[/]",
                     ", ".join(row["slots"]) or escape(row["reason"]),
                     outcome,

@@ -22,12 +22,15 @@ BACKUP_FAILURE = "BackupFailure"
 BACKUP_DURATION_SECONDS = "BackupDurationSeconds"
 BACKUP_SIZE_BYTES = "BackupSizeBytes"
 BACKUP_THROUGHPUT_MBPS = "BackupThroughputMBps"
+# 0 after a completed backup; after a failed one, the age of the newest completed backup.
 BACKUP_AGE_SECONDS = "BackupAgeSeconds"
 # verify
 VERIFICATION_SUCCESS = "VerificationSuccess"
 VERIFICATION_WARNING = "VerificationWarning"
 VERIFICATION_FAILURE = "VerificationFailure"
 RESTORE_SECONDS = "RestoreSeconds"
+# Age of the newest backup that verified (the config's `rpo` is about this one).
+VERIFIED_BACKUP_AGE_SECONDS = "VerifiedBackupAgeSeconds"
 # replication
 REPLICA_MISSING = "ReplicaMissing"
 REPLICA_MISMATCH = "ReplicaMismatch"
@@ -51,6 +54,7 @@ METRIC_NAMES: frozenset[str] = frozenset(
         VERIFICATION_WARNING,
         VERIFICATION_FAILURE,
         RESTORE_SECONDS,
+        VERIFIED_BACKUP_AGE_SECONDS,
         REPLICA_MISSING,
         REPLICA_MISMATCH,
         REPLICATION_LAG_SECONDS,

@@ -223,6 +223,7 @@ def _alarm_command(metric_name: str | None, target: str | None) -> str:
         obs.BACKUP_FAILURE: "backup",
         obs.BACKUP_AGE_SECONDS: "backup",
         obs.BACKUP_DURATION_SECONDS: "backup",
+        obs.VERIFIED_BACKUP_AGE_SECONDS: "verify",
         obs.VERIFICATION_FAILURE: "verify",
         obs.VERIFICATION_WARNING: "verify",
         obs.RESTORE_SECONDS: "verify",

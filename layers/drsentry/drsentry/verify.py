@@ -887,7 +887,7 @@ def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord
 
 
 def _emit_rpo_signal(runtime: Runtime, target_name: str, records: list[VerificationRecord]) -> None:
-    """BackupAgeSeconds: the age of the newest *verified* backup (the RPO the config means)."""
+    """VerifiedBackupAgeSeconds: the age of the newest *verified* backup (the RPO the config means)."""
     newest_good = next((r for r in records if r.status != "failure"), None)
     backup_id = newest_good.backup_id if newest_good else None
     if backup_id is None:
@@ -897,7 +897,9 @@ def _emit_rpo_signal(runtime: Runtime, target_name: str, records: list[Verificat
         backup_id = earlier.backup_id if earlier else None
     if backup_id is not None:
         age = (runtime.clock() - backup_time(backup_id)).total_seconds()
-        observability.put_metric(observability.BACKUP_AGE_SECONDS, "Seconds", max(age, 0.0), target_name)
+        observability.put_metric(
+            observability.VERIFIED_BACKUP_AGE_SECONDS, "Seconds", max(age, 0.0), target_name
+        )
 
 
 def notice_for(

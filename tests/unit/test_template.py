@@ -1,0 +1,742 @@
+"""template.yaml and infra/replica.yaml: lint-clean, transformed offline, and true to the code.
+
+The SAM template is transformed with aws-sam-translator exactly as `sam deploy` would (no
+network: code locations become placeholder S3 objects, the managed-policy lookup is a stub),
+and the structural checks run on both the source and the transformed template, so the
+roles SAM generates (schedule roles, on-failure destinations) are checked too. The last
+tests deploy the transformed template to moto's CloudFormation in-process; moto skips the
+resource types it does not implement (alarms, schedules and schedule groups, secrets,
+bucket and topic policies, SNS subscriptions, event-invoke configs) and applies only the
+encryption of a bucket, so those are checked structurally here instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+import shutil
+import subprocess
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import boto3
+import pytest
+from cfnlint.api import lint_file
+from cfnlint.decode import decode
+from moto import mock_aws
+from samtranslator.translator.arn_generator import ArnGenerator
+from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
+from samtranslator.translator.transform import transform
+
+from drsentry import catalog, observability
+from drsentry.config import parse_config
+from drsentry.events import parse_scheduled_event
+from drsentry.lambda_support import CONFIG_PARAM_ENV
+from drsentry.notify import NO_TARGET
+from drsentry.storage import encryption_args
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+REPLICA_TEMPLATE = ROOT / "infra" / "replica.yaml"
+FUNCTIONS_DIR = ROOT / "functions"
+LAYERS_DIR = ROOT / "layers"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+ARTIFACT_BUCKET = "drsentry-artifacts"
+AWS_METRIC_NAMESPACES = {"AWS/Lambda", "AWS/SQS"}
+ALARM_TOPIC = {"Ref": "AlertsTopic"}
+# A replica in another region, crr mode and a VPC: every conditional part of the template on.
+FULL_PARAMETERS = {
+    "ReplicaBucketName": "acme-dr-replica",
+    "ReplicaRegion": "eu-west-1",
+    "ReplicaKmsKeyId": "1234abcd-12ab-34cd-56ef-1234567890ab",
+    "ReplicationMode": "crr",
+    "SubnetIds": "subnet-1,subnet-2",
+    "SecurityGroupIds": "sg-1",
+    "DatabaseSecretArns": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-1-AbCdEf",
+    "AlertEmail": "oncall@example.com",
+}
+
+Json = dict[str, Any]
+
+
+# Loading and transforming ---------------------------------------------------------------
+
+
+def load(path: Path) -> Json:
+    """The template as plain JSON data, short-form tags (!Ref, !Sub) in their long form."""
+    template, matches = decode(str(path))
+    assert not matches, [str(match) for match in matches]
+    plain: Json = json.loads(json.dumps(template))
+    return plain
+
+
+def artifact_key(local_path: str) -> str:
+    return local_path.strip("/").replace("/", "-") + ".zip"
+
+
+def translate(sam_template: Json) -> Json:
+    """aws-sam-translator's transform, offline: the recipe cfn-lint used before it dropped SAM."""
+    fragment = copy.deepcopy(sam_template)
+    for resource in fragment["Resources"].values():
+        properties = resource.get("Properties", {})
+        for uri in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(uri), str):
+                # `sam build` / `sam package` replace the local folder with an uploaded zip.
+                properties[uri] = {"Bucket": ARTIFACT_BUCKET, "Key": artifact_key(properties[uri])}
+    policy_loader = mock.create_autospec(ManagedPolicyLoader, instance=True)
+    policy_loader.load.return_value = {}
+    with mock.patch.object(ArnGenerator, "BOTO_SESSION_REGION_NAME", REGION):
+        transformed: Json = transform(fragment, {}, policy_loader)
+    return json.loads(json.dumps(transformed))
+
+
+@pytest.fixture(scope="module")
+def sam() -> Json:
+    return load(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def replica() -> Json:
+    return load(REPLICA_TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: Json) -> Json:
+    return translate(sam)
+
+
+def resources(template: Json, resource_type: str) -> dict[str, Json]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == resource_type}
+
+
+def functions(sam: Json) -> dict[str, Json]:
+    return resources(sam, "AWS::Serverless::Function")
+
+
+def function_for(sam: Json, folder: str) -> tuple[str, Json]:
+    for name, function in functions(sam).items():
+        if function["Properties"]["CodeUri"].strip("/") == f"functions/{folder}":
+            return name, function
+    raise AssertionError(f"no function has CodeUri functions/{folder}/")
+
+
+def function_folders() -> set[str]:
+    return {p.name for p in FUNCTIONS_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+
+
+def default(sam: Json, parameter: str) -> Any:
+    return sam["Parameters"][parameter].get("Default")
+
+
+def resolve(sam: Json, value: Any) -> Any:
+    """The value with parameter defaults and mappings resolved; other intrinsics stay as they are."""
+    if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in sam["Parameters"]:
+        return default(sam, value["Ref"])
+    if isinstance(value, dict) and list(value) == ["Fn::FindInMap"]:
+        mapping, key, attribute = value["Fn::FindInMap"]
+        return sam["Mappings"][mapping][key][attribute]
+    return value
+
+
+def walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for child in node.values():
+            yield from walk(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from walk(child)
+
+
+def policy_statements(template: Json) -> Iterator[tuple[str, Json]]:
+    """Every statement of every policy document (identity, trust, bucket, topic and key policies),
+    both branches of an Fn::If included."""
+    for name, resource in template["Resources"].items():
+        for node in walk(resource.get("Properties", {})):
+            if isinstance(node, dict) and "Effect" in node and ("Action" in node or "NotAction" in node):
+                yield name, node
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_actions(cfn: Json, role: str) -> dict[str, list[Any]]:
+    """Action -> the resources it is allowed on, over a role's inline policies."""
+    allowed: dict[str, list[Any]] = {}
+    for statement in walk(cfn["Resources"][role]["Properties"].get("Policies", [])):
+        if isinstance(statement, dict) and statement.get("Effect") == "Allow":
+            for action in as_list(statement["Action"]):
+                allowed.setdefault(action, []).extend(as_list(statement["Resource"]))
+    return allowed
+
+
+# cfn-lint, sam validate and the transform -----------------------------------------------
+
+
+@pytest.mark.parametrize("path", [TEMPLATE, REPLICA_TEMPLATE], ids=lambda p: p.name)
+def test_cfn_lint_reports_nothing(path: Path) -> None:
+    matches = lint_file(path)
+    assert not matches, "\n".join(str(match) for match in matches)
+
+
+@pytest.mark.skipif(shutil.which("sam") is None, reason="the SAM CLI is not installed")
+def test_sam_validate_lint_passes() -> None:
+    result = subprocess.run(
+        ["sam", "validate", "--lint", "--template", str(TEMPLATE), "--region", REGION],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_template_transforms_offline_to_plain_cloudformation(cfn: Json) -> None:
+    types = {resource["Type"] for resource in cfn["Resources"].values()}
+    assert not {t for t in types if t.startswith("AWS::Serverless::")}
+    assert len(resources(cfn, "AWS::Lambda::Function")) == len(function_folders())
+    assert len(resources(cfn, "AWS::Scheduler::Schedule")) == len(function_folders()) - 1  # notify: SNS
+
+
+# Functions, schedules, layers ----------------------------------------------------------------
+
+
+def test_every_function_folder_has_a_function_and_every_function_a_folder(sam: Json) -> None:
+    code_folders = {f["Properties"]["CodeUri"].strip("/") for f in functions(sam).values()}
+    assert code_folders == {f"functions/{folder}" for folder in function_folders()}
+    handler = sam["Globals"]["Function"]["Handler"]
+    module, function_name = handler.split(".")
+    for folder in function_folders():
+        source = (FUNCTIONS_DIR / folder / f"{module}.py").read_text()
+        assert f"def {function_name}(" in source, f"functions/{folder}/{module}.py has no {function_name}"
+
+
+@pytest.mark.parametrize("folder", sorted(function_folders() - {"notify"}))
+def test_each_scheduled_function_has_a_utc_schedule_with_retries_and_a_dead_letter_queue(
+    sam: Json, folder: str
+) -> None:
+    _, function = function_for(sam, folder)
+    events = [e for e in function["Properties"]["Events"].values() if e["Type"] == "ScheduleV2"]
+    assert len(events) == 1, f"{folder}: expected one ScheduleV2 event"
+    schedule = events[0]["Properties"]
+    assert resolve(sam, schedule["ScheduleExpressionTimezone"]) == "UTC"
+    assert schedule["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
+    assert resolve(sam, schedule["ScheduleExpression"]).startswith(("cron(", "rate("))
+    on_failure = function["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Destination"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+
+
+@pytest.mark.parametrize("folder", sorted(function_folders() - {"notify"}))
+def test_schedule_input_is_the_eventbridge_event_the_code_parses(sam: Json, folder: str) -> None:
+    _, function = function_for(sam, folder)
+    schedule = next(e for e in function["Properties"]["Events"].values() if e["Type"] == "ScheduleV2")
+    text = schedule["Properties"]["Input"]["Fn::Sub"]
+    # What EventBridge Scheduler and CloudFormation put in place of the placeholders.
+    text = text.replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
+    text = text.replace("<aws.scheduler.execution-id>", "d9c3b1e2-0000-4000-8000-000000000001")
+    text = text.replace("<aws.scheduler.scheduled-time>", "2026-11-22T18:00:00Z")
+    text = text.replace("<aws.scheduler.schedule-arn>", f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/g/s")
+    assert "${" not in text and "<aws." not in text
+
+    event = parse_scheduled_event(json.loads(text))
+
+    assert event.id == "d9c3b1e2-0000-4000-8000-000000000001"  # the idempotency key
+    assert event.detail.target is None  # every target
+    assert event.detail.dry_run is False
+
+
+def test_notify_is_subscribed_to_the_alerts_topic(sam: Json) -> None:
+    _, function = function_for(sam, "notify")
+    (event,) = function["Properties"]["Events"].values()
+    assert event == {"Type": "SNS", "Properties": {"Topic": ALARM_TOPIC}}
+
+
+def test_functions_read_their_config_from_the_stacks_parameter(sam: Json, cfn: Json) -> None:
+    variables = sam["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables[CONFIG_PARAM_ENV] == {"Ref": "ConfigParameterName"}
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == observability.NAMESPACE
+    parameter_arn = {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter"}
+    parameter_arn["Fn::Sub"] += "${ConfigParameterName}"
+    for name in functions(sam):
+        assert role_actions(cfn, f"{name}Role")["ssm:GetParameter"] == [parameter_arn], name
+    assert resources(sam, "AWS::SSM::Parameter")["ConfigParameter"]["Properties"]["Name"] == {
+        "Ref": "ConfigParameterName"
+    }
+
+
+def test_timeouts_suit_the_work_and_duration_alarms_fire_before_them(sam: Json) -> None:
+    timeouts = {
+        folder: resolve(sam, function_for(sam, folder)[1]["Properties"]["Timeout"])
+        for folder in function_folders()
+    }
+    assert timeouts["backup"] == timeouts["verify"] == 900  # the 15-minute limit
+    assert resolve(sam, function_for(sam, "backup")[1]["Properties"]["MemorySize"]) >= 1769  # one vCPU
+    for name, alarm in resources(sam, "AWS::CloudWatch::Alarm").items():
+        properties = alarm["Properties"]
+        if properties["MetricName"] != "Duration":
+            continue
+        function_name = properties["Dimensions"][0]["Value"]["Ref"]
+        timeout = resolve(sam, sam["Resources"][function_name]["Properties"]["Timeout"])
+        assert resolve(sam, properties["Threshold"]) == pytest.approx(0.9 * timeout * 1000), name
+
+
+def test_layers_are_built_from_their_folders(sam: Json) -> None:
+    layers = resources(sam, "AWS::Serverless::LayerVersion")
+    folders = {p.name for p in LAYERS_DIR.iterdir() if p.is_dir()}
+    assert {layer["Properties"]["ContentUri"].strip("/") for layer in layers.values()} == {
+        f"layers/{folder}" for folder in folders
+    }
+    drsentry_layer = layers["DrsentryLayer"]
+    assert drsentry_layer["Metadata"]["BuildMethod"] == sam["Globals"]["Function"]["Runtime"]
+    assert (LAYERS_DIR / "drsentry" / "requirements.txt").is_file()
+    assert (LAYERS_DIR / "drsentry" / "drsentry" / "__init__.py").is_file()
+    pgtools = layers["PgToolsLayer"]
+    assert pgtools["Metadata"]["BuildMethod"] == "makefile"
+    makefile = (LAYERS_DIR / "pgtools" / "Makefile").read_text()
+    assert re.search(r"^build-PgToolsLayer:", makefile, re.MULTILINE)  # SAM calls build-<LogicalId>
+    assert sam["Globals"]["Function"]["Layers"] == [
+        {"Ref": "DrsentryLayer"},
+        {"Fn::If": ["BuildPgToolsLayer", {"Ref": "PgToolsLayer"}, {"Ref": "PgToolsLayerArn"}]},
+    ]
+
+
+# Alarms ----------------------------------------------------------------------------------
+
+
+def alarms(sam: Json) -> dict[str, Json]:
+    return {name: a["Properties"] for name, a in resources(sam, "AWS::CloudWatch::Alarm").items()}
+
+
+def test_every_alarm_watches_a_metric_the_code_emits_or_an_aws_metric(sam: Json) -> None:
+    for name, alarm in alarms(sam).items():
+        assert "Metrics" not in alarm, f"{name}: the notify function formats single-metric alarms only"
+        if alarm["Namespace"] == observability.NAMESPACE:
+            assert alarm["MetricName"] in observability.METRIC_NAMES, name
+            # The code emits every metric with exactly one dimension, Target.
+            assert [d["Name"] for d in alarm["Dimensions"]] == [observability.TARGET_DIMENSION], name
+        else:
+            assert alarm["Namespace"] in AWS_METRIC_NAMESPACES, name
+
+
+def test_every_alarm_notifies_the_alerts_topic_on_alarm_and_on_recovery(sam: Json) -> None:
+    for name, alarm in alarms(sam).items():
+        assert alarm["AlarmActions"] == [ALARM_TOPIC], name
+        assert alarm["OKActions"] == [ALARM_TOPIC], name
+
+
+def test_every_failure_mode_has_an_alarm(sam: Json) -> None:
+    drsentry_metrics = {
+        a["MetricName"] for a in alarms(sam).values() if a["Namespace"] == observability.NAMESPACE
+    }
+    assert {
+        observability.BACKUP_FAILURE,
+        observability.BACKUP_AGE_SECONDS,
+        observability.VERIFIED_BACKUP_AGE_SECONDS,
+        observability.VERIFICATION_FAILURE,
+        observability.RESTORE_SECONDS,
+        observability.REPLICA_MISSING,
+        observability.REPLICA_MISMATCH,
+        observability.REPLICATION_LAG_SECONDS,
+        observability.ARCHIVE_FAILURE,
+        observability.NOTIFICATION_FAILED,
+    } <= drsentry_metrics
+    per_function = {
+        (a["MetricName"], a["Dimensions"][0]["Value"]["Ref"])
+        for a in alarms(sam).values()
+        if a["Namespace"] == "AWS/Lambda"
+    }
+    for function_name in functions(sam):
+        for metric in ("Errors", "Throttles", "Duration"):
+            assert (metric, function_name) in per_function
+    dead_letters = [a for a in alarms(sam).values() if a["Namespace"] == "AWS/SQS"]
+    assert [a["Dimensions"][0]["Value"] for a in dead_letters] == [
+        {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}
+    ]
+
+
+def test_thresholds_come_from_the_objectives(sam: Json) -> None:
+    by_metric = {
+        a["MetricName"]: a for a in alarms(sam).values() if a["Namespace"] == observability.NAMESPACE
+    }
+    for age_metric in (observability.BACKUP_AGE_SECONDS, observability.VERIFIED_BACKUP_AGE_SECONDS):
+        stale = by_metric[age_metric]
+        assert stale["Threshold"] == {"Ref": "RpoSeconds"}
+        assert stale["TreatMissingData"] == "breaching"  # nothing reported is stale too
+    assert by_metric[observability.RESTORE_SECONDS]["Threshold"] == {"Ref": "RtoSeconds"}
+    assert by_metric[observability.REPLICATION_LAG_SECONDS]["Threshold"] == {
+        "Ref": "MaxReplicationLagSeconds"
+    }
+    for name, alarm in alarms(sam).items():
+        if alarm["Namespace"] == observability.NAMESPACE:
+            # notify counts failed alarm posts under NO_TARGET (Lambda and SQS alarms have no target).
+            assert alarm["Dimensions"][0]["Value"] in ({"Ref": "AlarmTarget"}, NO_TARGET), name
+
+
+def test_the_dashboard_shows_age_restore_time_sizes_and_lag(sam: Json) -> None:
+    body = resources(sam, "AWS::CloudWatch::Dashboard")["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for metric in (
+        observability.BACKUP_AGE_SECONDS,
+        observability.RESTORE_SECONDS,
+        observability.BACKUP_SIZE_BYTES,
+        observability.REPLICATION_LAG_SECONDS,
+    ):
+        assert f'MetricName=\\"{metric}\\"' in body
+    rendered = re.sub(r"\$\{[^}]+\}", "0", body)
+    json.loads(rendered)  # valid JSON once CloudFormation substituted the values
+    for name in re.findall(r'MetricName=\\"(\w+)\\"', body):
+        assert name in observability.METRIC_NAMES
+
+
+# IAM --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["template.yaml (transformed)", "infra/replica.yaml"])
+def test_no_policy_allows_a_wildcard_action(cfn: Json, replica: Json, which: str) -> None:
+    template = cfn if which.startswith("template") else replica
+    statements = list(policy_statements(template))
+    assert statements
+    for name, statement in statements:
+        assert "NotAction" not in statement, name
+        actions = as_list(statement["Action"])
+        assert "*" not in actions, f"{name}: Action '*'"
+        if statement["Effect"] == "Allow":
+            wildcards = [action for action in actions if "*" in action]
+            assert not wildcards, f"{name}: allows {wildcards}"
+        else:
+            # A deny may cover a whole service (the TLS-only rule denies s3:* over plain HTTP).
+            assert all(re.fullmatch(r"[a-z0-9-]+:[A-Za-z*]+", action) for action in actions), name
+
+
+def test_function_roles_name_their_resources(sam: Json, cfn: Json) -> None:
+    for name in functions(sam):
+        role = cfn["Resources"][f"{name}Role"]["Properties"]
+        for statement in walk(role["Policies"]):
+            if isinstance(statement, dict) and statement.get("Effect") == "Allow":
+                assert "*" not in as_list(statement["Resource"]), f"{name}: {statement}"
+        managed = {arn.rsplit("/", 1)[-1] for arn in role["ManagedPolicyArns"]}
+        assert managed <= {
+            "AWSLambdaBasicExecutionRole",
+            "AWSXrayWriteOnlyAccess",
+            "AWSLambdaVPCAccessExecutionRole",
+        }
+
+
+@pytest.mark.parametrize(
+    ("folder", "needed", "forbidden"),
+    [
+        (
+            "backup",
+            {
+                "s3:PutObject",
+                "s3:AbortMultipartUpload",
+                "s3:DeleteObjectVersion",
+                "sns:Publish",
+                "kms:GenerateDataKey",
+            },
+            {"s3:PutObjectRetention", "s3:RestoreObject", "s3:BypassGovernanceRetention"},
+        ),
+        ("verify", {"s3:GetObject", "s3:RestoreObject", "kms:Decrypt"}, {"s3:PutObject", "s3:DeleteObject"}),
+        (
+            "archive",
+            {"s3:PutObject", "s3:PutObjectRetention", "s3:RestoreObject", "s3:DeleteObjectVersion"},
+            {"s3:BypassGovernanceRetention", "s3:PutBucketObjectLockConfiguration"},
+        ),
+        (
+            "replication-check",
+            {"s3:GetBucketVersioning", "s3:GetReplicationConfiguration", "s3:GetObject"},
+            {"s3:PutObject", "s3:DeleteObject"},
+        ),
+        ("notify", {"secretsmanager:GetSecretValue", "dynamodb:PutItem"}, {"s3:GetObject", "sns:Publish"}),
+    ],
+)
+def test_each_function_may_do_its_work_and_no_more(
+    sam: Json, cfn: Json, folder: str, needed: set[str], forbidden: set[str]
+) -> None:
+    name, _ = function_for(sam, folder)
+    allowed = set(role_actions(cfn, f"{name}Role"))
+    assert needed <= allowed, f"{folder} lacks {needed - allowed}"
+    assert not forbidden & allowed, f"{folder} may {forbidden & allowed}"
+
+
+def test_crr_role_replicates_only_into_the_replica_bucket(cfn: Json) -> None:
+    role = cfn["Resources"]["ReplicationRole"]
+    assert role["Condition"] == "UseCrr"
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "s3.amazonaws.com"}
+    policy = cfn["Resources"]["ReplicationRolePolicy"]["Properties"]["PolicyDocument"]
+    replicate = next(s for s in policy["Statement"] if "s3:ReplicateObject" in as_list(s["Action"]))
+    assert replicate["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ReplicaBucketName}/*"}
+    rule = cfn["Resources"]["BackupBucket"]["Properties"]["ReplicationConfiguration"]["Fn::If"]
+    assert rule[0] == "UseCrr"
+    assert rule[1]["Role"] == {"Fn::GetAtt": ["ReplicationRole", "Arn"]}
+
+
+# Storage ----------------------------------------------------------------------------------
+
+
+def bucket_policies(template: Json) -> dict[str, list[Json]]:
+    """Bucket logical name -> its policy statements."""
+    return {
+        policy["Properties"]["Bucket"]["Ref"]: policy["Properties"]["PolicyDocument"]["Statement"]
+        for policy in resources(template, "AWS::S3::BucketPolicy").values()
+    }
+
+
+def all_buckets() -> list[tuple[str, str]]:
+    return [("template.yaml", name) for name in resources(load(TEMPLATE), "AWS::S3::Bucket")] + [
+        ("infra/replica.yaml", name) for name in resources(load(REPLICA_TEMPLATE), "AWS::S3::Bucket")
+    ]
+
+
+@pytest.mark.parametrize(("source", "bucket"), all_buckets())
+def test_every_bucket_is_versioned_kms_encrypted_private_and_tls_only(
+    sam: Json, replica: Json, source: str, bucket: str
+) -> None:
+    template = sam if source == "template.yaml" else replica
+    properties = template["Resources"][bucket]["Properties"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    (rule,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert "KMSMasterKeyID" in rule["ServerSideEncryptionByDefault"]  # the stack's own key
+    assert rule["BucketKeyEnabled"] is True
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    statements = bucket_policies(template)[bucket]
+    tls = [s for s in statements if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+    assert len(tls) == 1
+    assert tls[0]["Effect"] == "Deny" and tls[0]["Principal"] == "*" and tls[0]["Action"] == "s3:*"
+    assert tls[0]["Resource"] == [
+        {"Fn::GetAtt": [bucket, "Arn"]},
+        {"Fn::Sub": "${" + bucket + ".Arn}/*"},
+    ]
+    lifecycle = {r["Id"]: r for r in properties["LifecycleConfiguration"]["Rules"]}
+    abort = lifecycle["abort-incomplete-uploads"]["AbortIncompleteMultipartUpload"]
+    assert abort == {"DaysAfterInitiation": 1}
+
+
+def test_the_archive_bucket_has_object_lock(sam: Json, cfn: Json) -> None:
+    archive = sam["Resources"]["ArchiveBucket"]["Properties"]
+    assert archive["ObjectLockEnabled"] is True
+    assert archive["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
+    everything_allowed = {
+        action
+        for _, statement in policy_statements(cfn)
+        if statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"])
+    }
+    assert "s3:BypassGovernanceRetention" not in everything_allowed  # a lock is never forced
+    assert sam["Resources"]["ArchiveBucket"]["DeletionPolicy"] == "Retain"
+    assert sam["Resources"]["BackupBucket"]["DeletionPolicy"] == "Retain"
+
+
+def condition_holds(operator: str, key: str, expected: Any, request: dict[str, str]) -> bool:
+    """One IAM condition operator against a request's condition keys (what the bucket policy uses)."""
+    values = [str(v) for v in as_list(expected)]
+    present = key in request
+    if operator == "Bool":
+        return present and request[key] in values
+    if operator == "Null":
+        return (not present) == (values == ["true"])
+    if operator == "StringEquals":
+        return present and request[key] in values
+    if operator == "StringNotEquals":
+        return not present or request[key] not in values
+    if operator == "StringNotEqualsIfExists":
+        return present and request[key] not in values
+    raise AssertionError(f"the test does not evaluate {operator}")
+
+
+def denied(statements: list[Json], sam: Json, request: dict[str, str]) -> list[str]:
+    """Sids of the deny statements covering s3:PutObject whose conditions all hold for the request."""
+    sids = []
+    for statement in statements:
+        actions = as_list(statement["Action"])
+        if statement["Effect"] != "Deny" or not {"s3:PutObject", "s3:*"} & set(actions):
+            continue
+        conditions = statement.get("Condition", {})
+        if all(
+            condition_holds(operator, key, resolve(sam, expected), request)
+            if not isinstance(expected, list)
+            else condition_holds(operator, key, [resolve(sam, v) for v in expected], request)
+            for operator, pairs in conditions.items()
+            for key, expected in pairs.items()
+        ):
+            sids.append(statement.get("Sid", "?"))
+    return sids
+
+
+def put_request(headers: dict[str, str]) -> dict[str, str]:
+    keys = {
+        "ServerSideEncryption": "s3:x-amz-server-side-encryption",
+        "SSEKMSKeyId": "s3:x-amz-server-side-encryption-aws-kms-key-id",
+    }
+    return {"aws:SecureTransport": "true", **{keys[name]: value for name, value in headers.items()}}
+
+
+@pytest.mark.parametrize("bucket", ["BackupBucket", "ArchiveBucket"])
+def test_bucket_policy_accepts_what_drsentry_sends_with_the_stack_key_and_nothing_else(
+    sam: Json, bucket: str
+) -> None:
+    statements = bucket_policies(sam)[bucket]
+    stack_alias = default(sam, "KmsAliasName")
+    # storage.kms_key as the generated drsentry.yaml writes it: PutObject, CreateMultipartUpload, CopyObject.
+    assert denied(statements, sam, put_request(encryption_args(stack_alias))) == []
+    # UploadPart carries no encryption headers; neither does a put relying on the bucket default.
+    assert denied(statements, sam, put_request({})) == []
+    # SSE-S3 (storage.kms_key unset), another key, or aws:kms with the AWS managed key.
+    assert denied(statements, sam, put_request(encryption_args(None)))
+    assert denied(statements, sam, put_request(encryption_args("alias/someone-elses")))
+    assert denied(statements, sam, put_request({"ServerSideEncryption": "aws:kms"}))
+    # Plain HTTP is refused whatever the headers.
+    plain_http = {**put_request(encryption_args(stack_alias)), "aws:SecureTransport": "false"}
+    assert denied(statements, sam, plain_http) == ["DenyInsecureTransport"]
+
+
+def test_the_replica_stack_outputs_what_the_main_stack_asks_for(sam: Json, replica: Json) -> None:
+    for output in ("ReplicaBucketName", "ReplicaRegion", "ReplicaKmsKeyId"):
+        assert output in replica["Outputs"]
+        assert output in sam["Parameters"]
+    assert default(replica, "KmsAliasName") == default(sam, "KmsAliasName")  # one alias, both regions
+
+
+def test_the_catalog_table_is_the_one_the_code_creates(sam: Json) -> None:
+    table = sam["Resources"]["CatalogTable"]["Properties"]
+    expected = catalog.table_definition("ignored")
+    assert table["BillingMode"] == expected["BillingMode"] == "PAY_PER_REQUEST"
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(expected["AttributeDefinitions"], key=str)
+    assert table["KeySchema"] == expected["KeySchema"]
+    assert table["GlobalSecondaryIndexes"] == expected["GlobalSecondaryIndexes"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": catalog.TTL_ATTRIBUTE, "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert sam["Resources"]["CatalogTable"]["DeletionPolicy"] == "Retain"
+
+
+def test_the_alerts_topic_is_encrypted_with_a_key_cloudwatch_may_use(sam: Json) -> None:
+    topic = sam["Resources"]["AlertsTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "BackupKey"}
+    key_policy = sam["Resources"]["BackupKey"]["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [s for s in key_policy if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert cloudwatch and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(cloudwatch[0]["Action"])
+
+
+# Deployed (moto's CloudFormation, in-process) ----------------------------------------------
+
+
+def placeholder_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def lambda_handler(event, context):\n    return {}\n")
+    return buffer.getvalue()
+
+
+def upload_artifacts(cfn: Json) -> None:
+    """What `sam package` uploads: one zip per function and layer, at the keys the template names."""
+    s3: Any = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    keys = [r["Properties"]["Code"]["S3Key"] for r in resources(cfn, "AWS::Lambda::Function").values()]
+    keys += [
+        r["Properties"]["Content"]["S3Key"] for r in resources(cfn, "AWS::Lambda::LayerVersion").values()
+    ]
+    for key in set(keys):
+        s3.put_object(Bucket=ARTIFACT_BUCKET, Key=key, Body=placeholder_zip())
+
+
+@pytest.fixture(
+    scope="module", params=[{}, FULL_PARAMETERS], ids=["defaults", "replica-crr-vpc"], name="stack"
+)
+def deployed_stack(
+    cfn: Json, request: pytest.FixtureRequest
+) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """The stack's parameters and outputs, deployed to moto's CloudFormation.
+
+    moto skips (with a warning) the resource types it lacks, and of a bucket's properties it
+    applies only the encryption; versioning, Object Lock and lifecycle are checked above.
+    """
+    parameters: dict[str, str] = request.param
+    with pytest.MonkeyPatch.context() as env, mock_aws(), warnings.catch_warnings():
+        env.delenv("AWS_ENDPOINT_URL", raising=False)  # the in-process mock, never a server
+        warnings.filterwarnings("ignore", "Tried to parse .* not supported by moto", UserWarning)
+        upload_artifacts(cfn)
+        cloudformation: Any = boto3.client("cloudformation", region_name=REGION)
+        cloudformation.create_stack(
+            StackName="drsentry",
+            TemplateBody=json.dumps(cfn),
+            Capabilities=["CAPABILITY_IAM"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        )
+        stack = cloudformation.describe_stacks(StackName="drsentry")["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE"
+        yield parameters, {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def test_deployed_functions_run_python_3_11_and_read_the_config_parameter(
+    sam: Json, stack: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    _, outputs = stack
+    lambda_client: Any = boto3.client("lambda", region_name=REGION)
+    deployed = {f["FunctionName"]: f for f in lambda_client.list_functions()["Functions"]}
+    assert len(deployed) == len(function_folders())
+    for name in functions(sam):
+        function = deployed[outputs[f"{name}Name"]]
+        assert function["Runtime"] == "python3.11"
+        assert function["Environment"]["Variables"][CONFIG_PARAM_ENV] == default(sam, "ConfigParameterName")
+        assert function["Timeout"] == resolve(sam, sam["Resources"][name]["Properties"]["Timeout"])
+
+
+def test_the_generated_drsentry_yaml_is_valid_and_names_the_stacks_resources(
+    sam: Json, stack: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    parameters, outputs = stack
+    ssm: Any = boto3.client("ssm", region_name=REGION)
+    text = ssm.get_parameter(Name=outputs["ConfigParameterName"])["Parameter"]["Value"]
+
+    config = parse_config(text, source=f"ssm:{outputs['ConfigParameterName']}")
+
+    assert config.storage.bucket == outputs["BackupBucketName"]
+    assert config.storage.region == REGION
+    assert config.storage.kms_key == outputs["KmsAliasName"]
+    assert config.storage.archive is not None
+    assert config.storage.archive.bucket == outputs["ArchiveBucketName"]
+    assert config.catalog.table == outputs["CatalogTableName"]
+    assert config.notifications.sns_topic_arn == outputs["AlertsTopicArn"]
+    assert config.rpo.total_seconds() == default(sam, "RpoSeconds")
+    assert config.rto.total_seconds() == default(sam, "RtoSeconds")
+    assert [target.name for target in config.targets] == [default(sam, "AlarmTarget")]
+    if parameters:
+        assert config.storage.replica is not None
+        assert config.storage.replica.bucket == parameters["ReplicaBucketName"]
+        assert config.storage.replica.region == parameters["ReplicaRegion"]
+        assert config.storage.replica.mode == parameters["ReplicationMode"]
+    else:
+        assert config.storage.replica is None
+
+
+def test_the_deployed_catalog_table_and_bucket_are_what_the_code_expects(
+    stack: tuple[dict[str, str], dict[str, str]],
+) -> None:
+    _, outputs = stack
+    dynamodb: Any = boto3.client("dynamodb", region_name=REGION)
+    table = dynamodb.describe_table(TableName=outputs["CatalogTableName"])["Table"]
+    assert table["KeySchema"] == catalog.table_definition("x")["KeySchema"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [catalog.BACKUP_ID_INDEX]
+    s3: Any = boto3.client("s3", region_name=REGION)
+    (rule,) = s3.get_bucket_encryption(Bucket=outputs["BackupBucketName"])[
+        "ServerSideEncryptionConfiguration"
+    ]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": outputs["KmsKeyArn"],
+    }
