@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,8 +29,27 @@ for _name, _value in TEST_ENV.items():
 for _name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "DRSENTRY_CONFIG"):
     os.environ.pop(_name, None)
 
+# Secret values the suite creates (database passwords, Slack webhook URLs). After every
+# test, no captured log line or output may contain one of them.
+KNOWN_SECRETS: set[str] = set()
+
 PRIMARY_REGION = "us-east-1"
 REPLICA_REGION = "eu-west-1"
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_output(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """Scan what every test logged and printed for the secrets the suite knows."""
+    caplog.set_level(logging.DEBUG, logger="drsentry")
+    yield
+    captured = capsys.readouterr()
+    # Give the test's own output back to pytest's report.
+    sys.stdout.write(captured.out)
+    sys.stderr.write(captured.err)
+    texts = {"log": caplog.text, "stdout": captured.out, "stderr": captured.err}
+    for secret in KNOWN_SECRETS:
+        for where, text in texts.items():
+            assert secret not in text, f"a secret value appeared in the captured {where}"
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +81,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     data_dir = tmp_path_factory.mktemp("pg") / "data"
     server = embedded_pg.start(data_dir)
+    KNOWN_SECRETS.add(server.password)
     try:
         yield server
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conftest import KNOWN_SECRETS
 from drsentry.aws import AwsClients
 from drsentry.config import Config, dump_config, parse_config
 from drsentry.local.provision import provision
@@ -139,7 +140,9 @@ def subscribed_topic(clients: AwsClients) -> Topic:
 def slack_sink() -> Iterator[SlackSink]:
     # One sink for the module: stopping a sink waits out its poll interval (0.5 s).
     with SlackSink() as sink:
+        KNOWN_SECRETS.add(sink.url)  # the webhook URL is a secret: never in a log line or output
         yield sink
+        KNOWN_SECRETS.discard(sink.url)
 
 
 @pytest.fixture

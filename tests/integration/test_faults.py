@@ -1,0 +1,184 @@
+"""The fault matrix's remaining rows: SNS down, a full scratch disk, time running out
+mid-stream, hostile identifiers in config, secrets of the wrong shape."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from fault_proxy import FaultProxy, Rule
+from psycopg import sql
+
+from drsentry.backup import backup_target
+from drsentry.credentials import dsn_from_secret
+from drsentry.errors import CredentialsError
+from drsentry.local.sample import with_dbname
+from drsentry.runtime import build_runtime
+from drsentry.verify import verify_target
+
+pytestmark = pytest.mark.integration
+
+
+def _sns_publish(request: Any) -> bool:
+    return request.method == "POST" and b"Action=Publish" in request.body
+
+
+@pytest.fixture
+def proxy(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    with FaultProxy(aws_endpoint) as fault_proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", fault_proxy.url)
+        yield fault_proxy
+
+
+def test_sns_down_still_records_the_backup(source_db: str, make_config: Any, proxy: FaultProxy) -> None:
+    # Given SNS failing every publish
+    config, _ = make_config(source_db)
+    rule = proxy.add(Rule(_sns_publish, "status", status=500))
+
+    # When a backup runs
+    record = backup_target(build_runtime(config), "app")
+
+    # Then the publish was tried (and retried), and the backup is recorded all the same
+    assert rule.applied >= 1
+    assert record.status == "completed"
+    assert build_runtime(config).catalog.get_backup(record.backup_id).status == "completed"
+
+
+def test_time_running_out_mid_stream_aborts_cleanly(source_db: str, make_config: Any, clients: Any) -> None:
+    # Given a database big enough to stream for a while, and a Lambda whose time runs out
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute(
+            "create table payload as select g, md5(random()::text) || md5(random()::text) as a"
+            " from generate_series(1, 300000) g"
+        )
+    config, _ = make_config(source_db)
+    runtime = build_runtime(config)
+    budget = iter([600.0] * 4 + [10.0] * 10_000)  # plenty at first, then below the margin
+    runtime.remaining_seconds = lambda: next(budget)
+
+    record = backup_target(runtime, "app")
+
+    # Then the run stops itself: `failed` with "timed out", no upload left open, no object
+    assert record.status == "failed"
+    assert "timed out" in record.error
+    s3 = clients.s3()
+    assert s3.list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
+    assert s3.list_objects_v2(Bucket=config.storage.bucket).get("KeyCount", 0) == 0
+
+
+@pytest.fixture
+def full_scratch(admin_dsn: str, pg_server: Any) -> Iterator[str]:
+    """A scratch login whose temporary-file space is exhausted: the sorts behind index
+    builds fail the way they fail on a full disk."""
+    role = "scratch_disk_full"
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("create role {} login createdb password {}").format(
+                sql.Identifier(role), sql.Literal(pg_server.password)
+            )
+        )
+        conn.execute(sql.SQL("alter role {} set temp_file_limit = 0").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("alter role {} set maintenance_work_mem = '1MB'").format(sql.Identifier(role)))
+    yield with_dbname(admin_dsn.replace("postgres:", f"{role}:", 1), "postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for (datname,) in conn.execute(
+            "select datname from pg_database d join pg_roles r on r.oid = d.datdba where r.rolname = %s",
+            (role,),
+        ).fetchall():
+            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(datname)))
+        conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
+
+
+def test_scratch_disk_full_is_a_failure_with_the_reason(
+    source_db: str, make_config: Any, full_scratch: str, admin_dsn: str
+) -> None:
+    # Given a backup with an index whose build needs temporary files
+    with psycopg.connect(source_db, autocommit=True) as conn:
+        conn.execute(
+            "create table payload as select g, md5(random()::text) || md5(random()::text) as a"
+            " from generate_series(1, 200000) g"
+        )
+        conn.execute("create index payload_a on payload (a)")
+    config, _ = make_config(source_db)
+    backup_target(build_runtime(config), "app")
+
+    # When it is verified on a scratch server that cannot write temporary files
+    verify = config.targets[0].verify.model_copy(update={"scratch_dsn": full_scratch})
+    target = config.targets[0].model_copy(update={"verify": verify})
+    config = config.model_copy(update={"targets": [target]})
+    (record,) = verify_target(build_runtime(config), "app")
+
+    # Then the verification fails at the restore and says why; no scratch database is left
+    assert record.status == "failure"
+    restore = next(check for check in record.checks if check.name == "restore")
+    assert restore.status == "failed"
+    assert "temp_file_limit" in restore.detail
+    with psycopg.connect(admin_dsn) as conn:
+        left = conn.execute(
+            "select count(*) from pg_database where datname like 'drsentry_verify_%'"
+        ).fetchone()
+    assert left == (0,)
+
+
+def test_hostile_identifiers_in_config_are_only_ever_identifiers(source_db: str, make_config: Any) -> None:
+    # Given config naming tables and functions with quotes, semicolons and spaces
+    hostile_table = 'organizations"; drop table profiles; --'
+    hostile_function = "book_appointment_with_lock(); drop table appointments; --"
+    config, _ = make_config(source_db)
+    verify = config.targets[0].verify.model_copy(
+        update={
+            "critical_tables": ["organizations", hostile_table],
+            "functions": [hostile_function],
+            "rls_tables": ["profiles; drop table services"],
+        }
+    )
+    config = config.model_copy(update={"targets": [config.targets[0].model_copy(update={"verify": verify})]})
+    backup_target(build_runtime(config), "app")
+
+    # When the backup is verified
+    (record,) = verify_target(build_runtime(config), "app")
+
+    # Then each name is reported missing as a name, and nothing was executed
+    checks = {check.name: check for check in record.checks}
+    assert checks["critical tables"].status == "failed"
+    assert hostile_table in checks["critical tables"].detail
+    assert checks["functions"].status == "failed"
+    assert checks["row-level security"].status == "failed"
+    with psycopg.connect(source_db) as conn:
+        tables = {
+            row[0] for row in conn.execute("select tablename from pg_tables where schemaname = 'public'")
+        }
+    assert {"profiles", "appointments", "services"} <= tables
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ({"host": "db", "username": "app"}, "lacks field(s): password"),
+        ({"port": 5432}, "lacks field(s): host, username, password"),
+    ],
+)
+def test_dsn_secret_lacking_fields_is_named(secret: dict[str, Any], problem: str) -> None:
+    with pytest.raises(CredentialsError, match=re.escape(f"secret 'drsentry/app-db' {problem}")):
+        dsn_from_secret(secret, "drsentry/app-db")
+
+
+def test_dsn_secret_that_is_not_json_is_a_failed_backup(
+    source_db: str, make_config: Any, clients: Any
+) -> None:
+    name = "drsentry/not-json-" + source_db[-6:]
+    clients.secretsmanager.create_secret(Name=name, SecretString="postgres://not-json")
+    config, _ = make_config(source_db)
+    target = config.targets[0].model_copy(update={"dsn": None, "dsn_secret": name})
+    config = config.model_copy(update={"targets": [target]})
+
+    record = backup_target(build_runtime(config), "app")
+
+    assert record.status == "failed"
+    assert record.error == f"secret {name!r} is not a JSON object"
+    assert json.loads(record.model_dump_json())["error"] == record.error
