@@ -30,6 +30,7 @@ from drsentry.observability import logger
 from drsentry.pgmeta import DatabaseFacts, read_facts
 from drsentry.pgtools import PgTool, find_tool, pg_environment, require_compatible
 from drsentry.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
+from drsentry.replication import replicate_backup
 from drsentry.runtime import Runtime
 from drsentry.storage import StoredObject
 
@@ -391,6 +392,8 @@ def backup_target(runtime: Runtime, target_name: str) -> BackupRecord:
                 failing_checks=["catalog"],
             )
         raise
+    # copy mode: the replica copy right after the backup; a failed copy never fails it.
+    record = replicate_backup(runtime, record)
     if runtime.notifier is not None:
         failing = ["backup"] if record.status == "failed" else []
         runtime.notifier.send(notice_for(record, runtime.run_id), failing_checks=failing)

@@ -1,0 +1,17 @@
+"""Replication-check Lambda: prove every recent backup has an identical copy in the replica region."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from drsentry.lambda_support import lambda_runtime
+from drsentry.observability import logger, metrics, tracer
+from drsentry.replication import run_scheduled_replication_check
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run_scheduled_replication_check(lambda_runtime(context), event)
