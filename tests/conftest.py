@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import secrets
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,9 @@ REPLICA_REGION = "eu-west-1"
 
 
 @pytest.fixture(autouse=True)
-def no_secret_in_output(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Iterator[None]:
+def no_secret_in_output(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> Iterator[None]:
     """Scan what every test logged and printed for the secrets the suite knows."""
     caplog.set_level(logging.DEBUG, logger="drsentry")
     yield
