@@ -328,7 +328,16 @@ def status(config: ConfigOption = None, target: TargetOption = None, as_json: Js
     table = Table(title=f"drsentry status at {report.generated_at}", title_justify="left")
     table.add_column("target", no_wrap=True)
     table.add_column("newest backup", no_wrap=True)
-    for column in ("age / RPO", "size", "tier", "verified", "restore / RTO", "replication", "archived", "last run"):
+    for column in (
+        "age / RPO",
+        "size",
+        "tier",
+        "verified",
+        "restore / RTO",
+        "replication",
+        "archived",
+        "last run",
+    ):
         table.add_column(column)
     level_colours = {"green": "green", "amber": "yellow", "red": "red"}
     verification_colours = {"success": "green", "warning": "yellow", "failure": "red"}
@@ -612,6 +621,315 @@ def run_archive(
             if report["error"]:
                 stderr.print(f"{report['target']}: {report['error']}", highlight=False)
     if any(report["error"] or report["failed"] or report["refused"] for report in reports):
+        raise typer.Exit(1)
+
+
+# restore ----------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """The restore's progress on stderr: bytes, speed and ETA, then what pg_restore is doing."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            # A bar redrawn into a log file or a pipe is noise; scripts get the result lines only.
+            disable=not stderr.is_terminal,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> _ProgressBar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, description: str, total_bytes: int | None) -> None:
+        self._task = self._progress.add_task(description, total=total_bytes)
+
+    def advance(self, size: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, size)
+
+    def phase(self, description: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, description=description)
+
+
+def _print_plan(plan: Any) -> None:
+    backup = plan.backup
+    verification = plan.verification
+    colours = {"success": "green", "warning": "yellow", "failure": "red"}
+    if verification is None:
+        verified = "[yellow]never verified[/]: this restore is the first proof that it restores"
+    else:
+        failed = f", failed: {escape(', '.join(c.name for c in verification.failed_checks))}"
+        verified = (
+            f"[{colours[verification.status]}]{verification.status}[/] at {verification.verified_at}: "
+            f"{verification.checks_passed}/{verification.checks_passed + verification.checks_failed} checks"
+            + (f", restored in {verification.restore_seconds:.1f}s" if verification.restore_seconds else "")
+            + (failed if verification.failed_checks else "")
+        )
+    target = plan.target
+    if not target.exists:
+        state = "does not exist: it will be created"
+    elif target.empty:
+        state = "exists, empty"
+    else:
+        state = f"[yellow]not empty[/] ({target.describe_objects()}), --clean"
+    version = f", PostgreSQL {target.server_version}" if target.server_version else ""
+    rows = [
+        ("backup", f"{backup.backup_id} (target {backup.target}, tier {backup.tier or '-'})"),
+        ("taken", f"{backup.started_at}, {human_age(plan.backup_age_seconds)} ago"),
+        ("size", f"{human_bytes(backup.size_bytes)}, sha256 {backup.sha256}"),
+        ("verification", verified),
+        ("source", escape(plan.source.description)),
+        ("restore into", f"[bold]{escape(target.where)}[/] ({state}{version})"),
+        ("tables", ", ".join(plan.tables) if plan.tables else f"all {len(backup.tables)}"),
+    ]
+    if plan.mask is not None:
+        rows.append(("mask", f"{escape(plan.mask.source)} ({len(plan.mask.tables)} table rule(s))"))
+    stdout.print("[bold]restore plan[/]")
+    for name, value in rows:
+        stdout.print(f"  {name:<13} {value}", highlight=False)
+    for number, step in enumerate(plan.actions(), start=1):
+        stdout.print(f"  {number}. {escape(step)}", highlight=False)
+    for note in plan.notes:
+        stdout.print(f"  [yellow]note:[/] {escape(note)}", highlight=False)
+
+
+def _print_result(result: Any) -> None:
+    plan = result.plan
+    stdout.print(
+        f"[green]restored[/] {plan.backup.backup_id} into {escape(plan.target.where)} in "
+        f"{result.total_seconds:.1f}s (download and pg_restore {result.restore_seconds:.1f}s); "
+        f"{human_bytes(result.size_bytes)}, SHA-256 equals the catalog's",
+        highlight=False,
+    )
+    table = Table(title="restored rows", title_justify="left")
+    table.add_column("table")
+    table.add_column("rows restored", justify="right")
+    table.add_column("rows in backup", justify="right")
+    table.add_column("")
+    for count in result.counts:
+        restored = "-" if count.restored is None else f"{count.restored:,}"
+        expected = "-" if count.expected is None else f"{count.expected:,}"
+        verdict = (
+            f"[dim]{count.note}[/]" if count.note else "[green]ok[/]" if count.matches else "[red]differs[/]"
+        )
+        table.add_row(count.table, restored, expected, verdict)
+    stdout.print(table)
+    if result.masking is not None:
+        for proof in result.masking.proofs:
+            stdout.print(
+                f"  masked {proof.table}.{proof.column} with {escape(proof.rule)}: "
+                f"{proof.originals:,} original values, none survives",
+                highlight=False,
+            )
+        stdout.print(f"[green]masking proven[/]: {escape(result.masking.summary())}", highlight=False)
+    for warning in result.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
+@app.command("restore")
+@cli_errors
+def restore(
+    backup_id: Annotated[str, typer.Argument(help="The backup to restore (see `drsentry backups list`).")],
+    *,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="DSN of the database to restore into (created if missing). Put the password in PGPASSWORD.",
+            show_default=False,
+        ),
+    ],
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", help="Restore only this table (repeatable).", show_default=False),
+    ] = None,
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Allow a non-empty target: drop the backup's objects there first.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="Parallel pg_restore (downloads to a temporary file first).",
+            show_default=False,
+        ),
+    ] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            "--mask",
+            help="Mask PII with these YAML rules before the database is handed over.",
+            show_default=False,
+        ),
+    ] = None,
+    source_ok: Annotated[
+        bool,
+        typer.Option("--i-know-this-is-the-source", help="Allow --to to be a configured source database."),
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Restore a backup into a database: a real recovery. Shows the plan and asks first.
+
+    Refuses a non-empty target unless --clean, a configured source database unless
+    --i-know-this-is-the-source, and any restore whose SHA-256 differs from the catalog's.
+    Ends with the row count of every restored table next to the backup's. Give the password
+    in PGPASSWORD (or ~/.pgpass), not in --to, where `ps` would show it.
+
+    Example: drsentry restore 20261122T180000042Z-1a2b3c4d --to postgresql://admin@db.internal/app_restored
+    """
+    from drsentry.masking import load_rules
+    from drsentry.recovery import execute_recovery, plan_recovery
+
+    runtime = _runtime(config)
+    rules = load_rules(mask) if mask is not None else None
+    plan = plan_recovery(
+        runtime,
+        backup_id,
+        to,
+        tables=tuple(table or ()),
+        clean=clean,
+        jobs=jobs,
+        mask=rules,
+        allow_source=source_ok,
+    )
+    _print_plan(plan)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput("not confirmed: stdin is not a terminal; pass --yes to restore without asking")
+        if not typer.confirm(f"Restore {plan.backup.backup_id} into {plan.target.where}?", default=False):
+            stderr.print("aborted: nothing was changed")
+            raise typer.Exit(1)
+    with _ProgressBar() as progress:
+        result = execute_recovery(runtime, plan, progress)
+    _print_result(result)
+    if result.mismatches:
+        names = ", ".join(count.table for count in result.mismatches)
+        fail(f"restored row counts differ from the backup's: {names}", 1)
+
+
+# drill ----------------------------------------------------------------------------
+
+
+@app.command("drill")
+@cli_errors
+def drill(
+    config: ConfigOption = None,
+    target: TargetOption = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write the drill report: HTML when FILE ends in .html, else Markdown.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A DR drill: a fresh backup, restored into scratch and verified, measured against the
+    RPO and RTO. Exit 1 when the drill fails.
+
+    Example: drsentry drill --target app --report drill-2026-q4.html
+    """
+    from drsentry.drill import run_drill
+    from drsentry.drill_report import format_seconds, write_report
+
+    measured = format_seconds
+
+    runtime = _runtime(config)
+    targets = runtime.config.selected_targets(target)
+    if len(targets) > 1:
+        names = ", ".join(t.name for t in targets)
+        raise BadInput(f"pass --target: a drill covers one target ({names} are configured)")
+    if report is not None and not report.parent.resolve().is_dir():
+        raise BadInput(f"--report {report}: directory {report.parent} does not exist")
+    with stderr.status("drill starting") as spinner:
+        result = run_drill(runtime, targets[0].name, on_phase=spinner.update)
+    if report is not None:
+        try:
+            kind = write_report(result, report)
+        except OSError as exc:
+            raise DrsentryError(f"cannot write the drill report {report}: {exc.strerror or exc}") from exc
+    if as_json:
+        print_json(result.model_dump())
+    else:
+        colour = "green" if result.status == "PASS" else "red"
+        stdout.print(f"drill {result.target}: [bold {colour}]{result.status}[/]", highlight=False)
+        rows = [
+            ("total duration", format_seconds(result.total_seconds)),
+            ("backup", f"{result.backup_id} {result.backup_status}, {format_seconds(result.backup_seconds)}"),
+            ("restore", format_seconds(result.restore_seconds)),
+            ("checks", f"{result.checks_passed}/{result.checks_total} passed ({result.verification_status})"),
+            ("RTO", f"{measured(result.rto_measured_seconds)} of {measured(result.rto_target_seconds)}"),
+            ("RPO", f"{measured(result.rpo_measured_seconds)} of {measured(result.rpo_target_seconds)}"),
+        ]
+        for name, value in rows:
+            stdout.print(f"  {name:<15} {value}", highlight=False)
+        for issue in result.issues:
+            stdout.print(f"  [yellow]issue:[/] {escape(issue)}", highlight=False)
+    if report is not None:
+        stderr.print(f"{kind} report written to {report}", highlight=False)
+    if result.status != "PASS":
+        raise typer.Exit(1)
+
+
+# readiness ------------------------------------------------------------------------
+
+
+@app.command("check")
+@cli_errors
+def check(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
+    """Readiness: configuration, credentials, pg tools and versions, connectivity, buckets,
+    versioning, replica region, Object Lock, catalog table, topic, newest backup and
+    verification. One line per check; exit 1 when any check fails.
+
+    Example: drsentry check --json
+    """
+    from drsentry.readiness import readiness
+
+    runtime = _runtime(config)
+    result = readiness(runtime, str(config), target)
+    if as_json:
+        print_json(result.model_dump())
+    else:
+        colours = {"pass": "green", "warn": "yellow", "fail": "red"}
+        for item in result.checks:
+            name = f"{item.name} [{item.target}]" if item.target else item.name
+            stdout.print(
+                f"[{colours[item.status]}]{item.status.upper():<4}[/]  "
+                f"{escape(f'{name:<30}')} {escape(item.detail)}",
+                highlight=False,
+            )
+        verdict = "[green]READY[/]" if result.ready else "[red]NOT READY[/]"
+        stdout.print(
+            f"{verdict}: {result.passed} passed, {result.warnings} warning(s), {result.failed} failed",
+            highlight=False,
+        )
+    if not result.ready:
         raise typer.Exit(1)
 
 

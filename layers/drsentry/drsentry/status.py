@@ -1,18 +1,33 @@
 """Per-target status: newest backup and its age against the RPO, newest verification and
-its restore time against the RTO, replication state. One document for `status --json`."""
+its restore time against the RTO, replication state. One document for `status --json`.
+
+The RPO level is a traffic light: green while the newest completed backup is younger than
+80% of the RPO, amber above that (one more missed backup breaks the RPO), red beyond the
+RPO or with no backup at all."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from drsentry.gfs import is_archived
 from drsentry.records import BackupRecord, iso
+from drsentry.replication import latest_replication_check
 from drsentry.runtime import Runtime
 from drsentry.verifications import verification_log
 
 RpoState = Literal["ok", "stale", "none"]
+RpoLevel = Literal["green", "amber", "red"]
+# Above this share of the RPO, the next missed backup breaks it: amber.
+AMBER_SHARE = 0.8
+
+
+def rpo_level(age_seconds: float | None, rpo_seconds: float) -> RpoLevel:
+    if age_seconds is None or age_seconds > rpo_seconds:
+        return "red"
+    return "amber" if age_seconds > rpo_seconds * AMBER_SHARE else "green"
 
 
 class TargetStatus(BaseModel):
@@ -29,6 +44,14 @@ class TargetStatus(BaseModel):
     replica: str | None
     completed_backups: int
     failed_backups: int
+    rpo_level: RpoLevel = "red"
+    # The newest backup's age as a share of the RPO (1.0 = exactly at the RPO).
+    rpo_used: float | None = None
+    verification_status: str | None = None
+    failing_checks: list[str] = Field(default_factory=list)
+    # The newest replication check: status, when, lag and counts; None when never checked.
+    replication: dict[str, Any] | None = None
+    archived_backups: int = 0
 
 
 class StatusReport(BaseModel):
@@ -57,8 +80,12 @@ def target_status(runtime: Runtime, target: str, now: datetime) -> TargetStatus:
     rto = config.rto.total_seconds()
     newest_completed: BackupRecord | None = None
     last: BackupRecord | None = None
-    completed = failed = 0
+    completed = failed = archived = 0
     for record in runtime.catalog.iter_backups(target):
+        if is_archived(record):
+            archived += 1
+        if record.status == "expired":
+            continue  # retention removed it on purpose: neither a backup to count nor a failed run
         last = last or record
         if record.status == "completed":
             completed += 1
@@ -85,7 +112,35 @@ def target_status(runtime: Runtime, target: str, now: datetime) -> TargetStatus:
         replica=newest_completed.replica if newest_completed else None,
         completed_backups=completed,
         failed_backups=failed,
+        rpo_level=rpo_level(age, rpo),
+        rpo_used=round(age / rpo, 3) if age is not None and rpo else None,
+        verification_status=verification.get("status") if verification else None,
+        failing_checks=[
+            str(check["name"])
+            for check in (verification or {}).get("checks", [])
+            if check["status"] == "failed"
+        ],
+        replication=_replication_summary(runtime, target),
+        archived_backups=archived,
     )
+
+
+def _replication_summary(runtime: Runtime, target: str) -> dict[str, Any] | None:
+    if runtime.config.storage.replica is None:
+        return None
+    report = latest_replication_check(runtime, target)
+    if report is None:
+        return None
+    return {
+        "status": report.status,
+        "checked_at": report.checked_at,
+        "mode": report.mode,
+        "replica_bucket": report.replica_bucket,
+        "replica_region": report.replica_region,
+        "lag_seconds": report.lag_seconds,
+        "counts": report.counts,
+        "problems": [problem.detail for problem in report.problems],
+    }
 
 
 def _newest_verification(runtime: Runtime, target: str) -> dict[str, Any] | None:
