@@ -30,6 +30,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: paragraphs are re-wrapped to the terminal, examples stay on their own line.
+    rich_markup_mode=None,
     help="Scheduled disaster recovery for PostgreSQL that proves every backup restores.",
 )
 run_app = typer.Typer(no_args_is_help=True, help="Run a capability now, as its Lambda would.")
