@@ -28,8 +28,7 @@ from rich.table import Table
 from drsentry.errors import DrsentryError
 from drsentry.local import stack
 
-# The cycle, in order. A capability that a later issue adds to `drsentry run` joins the demo
-# by being listed here; until the CLI has it, the demo skips it and says so.
+# The cycle, in order: every step must run and exit 0 for the demo to succeed.
 CYCLE = ("backup", "replication-check", "verify", "archive")
 REPORTS = (("status",), ("backups", "list"))
 
@@ -77,20 +76,6 @@ def demo_env(state_dir: Path) -> dict[str, str]:
         name, value = words[1].split("=", 1)
         env[name] = value
     return env
-
-
-def available_run_commands(cli: str, env: dict[str, str]) -> set[str]:
-    """The subcommands `drsentry run --help` lists."""
-    result = subprocess.run(
-        [cli, "run", "--help"],
-        env={**env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    # A command name stands first in its row (after rich's box edge, or click's two-space
-    # indent); wrapped description lines start with more spaces.
-    return set(re.findall(r"(?m)^(?:│ |  )([a-z][a-z0-9-]*)\s", result.stdout))
 
 
 def run_step(cli: str, args: list[str], env: dict[str, str]) -> Step:
@@ -158,12 +143,8 @@ def run_cycle(state_dir: Path, steps: list[Step]) -> None:
 
     cli = drsentry_executable()
     env = demo_env(state_dir)
-    available = available_run_commands(cli, env)
     for capability in CYCLE:
-        if capability in available:
-            steps.append(run_step(cli, ["run", capability], env))
-        else:
-            console.print(f"[dim]skipped: drsentry run {capability} (not in this version of the CLI)[/]")
+        steps.append(run_step(cli, ["run", capability], env))
     for report in REPORTS:
         steps.append(run_step(cli, list(report), env))
     print_slack_posts(Path(document["slack_log"]))

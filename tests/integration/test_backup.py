@@ -282,7 +282,9 @@ def test_dsn_secret_in_rds_shape_is_used(
     clients.secretsmanager.create_secret(
         Name=secret_name,
         SecretString=json.dumps(
-            rds_secret("127.0.0.1", pg_server.port, "postgres", pg_server.password, dbname_of(source_db))
+            rds_secret(
+                "127.0.0.1", pg_server.port, "postgres", pg_server.password, dbname_of(source_db), sslmode="disable"
+            )
         ),
     )
     config, _ = make_config(source_db)

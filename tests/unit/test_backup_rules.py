@@ -45,9 +45,9 @@ def test_iso_week_across_a_month_is_monthly_first() -> None:
     assert assign_tier(at("2027-01-04T08:00"), at("2027-01-03T08:00")) == "weekly"
 
 
-def test_tier_rejects_a_previous_backup_from_the_future() -> None:
-    with pytest.raises(ValueError, match="newer"):
-        assign_tier(at("2026-11-22T10:00"), at("2026-11-22T11:00"))
+def test_previous_backup_from_a_clock_running_ahead_counts_as_the_same_slot() -> None:
+    assert assign_tier(at("2026-11-22T10:00"), at("2026-11-22T11:00")) == "hourly"
+    assert assign_tier(at("2026-11-30T23:59"), at("2026-12-01T00:01")) == "hourly"
 
 
 @given(

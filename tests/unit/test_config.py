@@ -190,3 +190,13 @@ def test_layer_requirements_match_pyproject() -> None:
     lines = (root / "layers" / "drsentry" / "requirements.txt").read_text().splitlines()
     layer = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert sorted(layer) == sorted(declared)
+
+
+def test_dsn_from_an_rds_secret_requires_tls_unless_told_otherwise() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from drsentry.credentials import dsn_from_secret
+
+    secret = {"host": "db.example", "port": 5432, "username": "app", "password": "pw", "dbname": "app"}
+    assert conninfo_to_dict(dsn_from_secret(secret, "s"))["sslmode"] == "require"
+    assert conninfo_to_dict(dsn_from_secret({**secret, "sslmode": "verify-full"}, "s"))["sslmode"] == "verify-full"

@@ -11,11 +11,10 @@ Once a day per target (the `archive` function, or `drsentry run archive`):
    storage class and SHA-256 are read back and compared with the catalog; only then is
    Object Lock retention (`lock_days`, `lock_mode`) put on that exact version and read
    back too. The manifest goes along in STANDARD, locked the same way, so the catalog can
-   be rebuilt from the archive bucket alone without a restore. The record says `archive`
+   be read (and the record re-created by hand) without a restore. The record says `archive`
    only when all of this held.
 3. Expire: every version of the dump and its manifest is deleted from the archive copy
-   (if any), the replica (when drsentry manages copies, `replica.mode: copy`) and the
-   primary bucket, in that order, so the record's own location is the last to go; then
+   (if any), the replica (in both `copy` and `crr` mode) and the primary bucket, in that order, so the record's own location is the last to go; then
    the record becomes `expired` with the reason. Object Lock is never bypassed: a refused
    delete is reported and the record stays as it was, to be retried by the next run.
 4. Metrics, one run notice per target, and a summary in the result.
@@ -311,8 +310,8 @@ class ArchiveRun:
         if lock:
             self._lock(archive, record.key, version_id, retain_until)
 
-        # The manifest stays in STANDARD: readable without a restore, so the catalog can be
-        # rebuilt from the archive bucket alone.
+        # The manifest stays in STANDARD: readable without a restore, so what an archived
+        # dump holds can be read from the archive bucket alone.
         manifest_source = self._head(record.bucket, record.manifest_key)
         if manifest_source is None:
             raise ArchiveFailed(f"s3://{record.bucket}/{record.manifest_key}: manifest is missing")
@@ -473,7 +472,9 @@ class ArchiveRun:
             )
             places.append("archive")
         replica = self.config.storage.replica
-        if replica is not None and replica.mode == "copy":
+        # Both modes: S3 replication never replicates deletes of specific versions, so a
+        # crr replica would otherwise keep every backup (and its personal data) forever.
+        if replica is not None:
             detail = record.replica_detail or {}
             self._delete_versions(
                 self.runtime.clients.s3(str(detail.get("region") or replica.region)),

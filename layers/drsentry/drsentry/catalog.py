@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from drsentry.errors import BackupInProgress, BackupNotFound, CatalogError
 from drsentry.records import BackupRecord, check_backup_id
@@ -96,12 +96,13 @@ class Catalog:
         self.client = client
         self.table_name = table_name
 
-    def _fail(self, action: str, exc: ClientError) -> CatalogError:
-        error = exc.response.get("Error", {})
-        return CatalogError(
-            f"catalog table {self.table_name!r}: {action} failed: "
-            f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-        )
+    def _fail(self, action: str, exc: ClientError | BotoCoreError) -> CatalogError:
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+        else:  # the endpoint unreachable, a connection dropped: no HTTP answer at all
+            reason = str(exc)
+        return CatalogError(f"catalog table {self.table_name!r}: {action} failed: {reason}")
 
     # backups -----------------------------------------------------------------
 
@@ -110,7 +111,7 @@ class Catalog:
         fields.update(pk=f"target#{record.target}", sk=f"backup#{record.backup_id}", kind="backup")
         try:
             self.client.put_item(TableName=self.table_name, Item=to_item(fields))
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"writing backup record {record.backup_id}", exc) from exc
 
     def update_backup(self, target: str, backup_id: str, fields: dict[str, Any]) -> None:
@@ -141,23 +142,28 @@ class Catalog:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 raise BackupNotFound(f"backup {backup_id} of target {target!r} not found") from exc
             raise self._fail(f"updating backup record {backup_id}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"updating backup record {backup_id}", exc) from exc
 
     def get_backup(self, backup_id: str) -> BackupRecord:
         check_backup_id(backup_id)
+        # Verification records carry the backup_id too, so the index holds them as well;
+        # a much-verified backup can spill over several pages.
+        pages = self.client.get_paginator("query").paginate(
+            TableName=self.table_name,
+            IndexName=BACKUP_ID_INDEX,
+            KeyConditionExpression="backup_id = :id",
+            FilterExpression="#kind = :backup",
+            ExpressionAttributeNames={"#kind": "kind"},
+            ExpressionAttributeValues={":id": {"S": backup_id}, ":backup": {"S": "backup"}},
+        )
         try:
-            response = self.client.query(
-                TableName=self.table_name,
-                IndexName=BACKUP_ID_INDEX,
-                KeyConditionExpression="backup_id = :id",
-                ExpressionAttributeValues={":id": {"S": backup_id}},
-            )
-        except ClientError as exc:
+            for page in pages:
+                for item in page.get("Items", []):
+                    return BackupRecord.model_validate(from_item(item))
+        except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"looking up backup {backup_id}", exc) from exc
-        items = [from_item(item) for item in response.get("Items", [])]
-        backups = [item for item in items if item.get("kind") == "backup"]
-        if not backups:
-            raise BackupNotFound(f"backup {backup_id} not found in catalog {self.table_name!r}")
-        return BackupRecord.model_validate(backups[0])
+        raise BackupNotFound(f"backup {backup_id} not found in catalog {self.table_name!r}")
 
     def iter_backups(self, target: str) -> Iterator[BackupRecord]:
         """Every backup record of a target, newest first, page by page."""
@@ -172,7 +178,7 @@ class Catalog:
             for page in pages:
                 for item in page.get("Items", []):
                     yield BackupRecord.model_validate(from_item(item))
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"listing backups of {target}", exc) from exc
 
     def list_backups(self, target: str, limit: int | None = None) -> list[BackupRecord]:
@@ -207,6 +213,8 @@ class Catalog:
                     f"another backup of target {target!r} is running (lock held); not starting a second one"
                 ) from exc
             raise self._fail(f"taking the lock of {target}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"taking the lock of {target}", exc) from exc
 
     def release_lock(self, target: str, owner: str) -> None:
         try:
@@ -220,3 +228,5 @@ class Catalog:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise self._fail(f"releasing the lock of {target}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"releasing the lock of {target}", exc) from exc

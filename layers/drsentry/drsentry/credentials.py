@@ -32,7 +32,8 @@ def dsn_from_secret(secret: dict[str, Any], secret_name: str) -> str:
         user=str(secret["username"]),
         password=str(secret["password"]),
         dbname=str(secret.get("dbname") or "postgres"),
-        sslmode=str(secret.get("sslmode") or "prefer"),
+        # RDS speaks TLS; never fall back to plaintext unless the secret says so.
+        sslmode=str(secret.get("sslmode") or "require"),
     )
 
 

@@ -25,9 +25,9 @@ def assign_tier(started_at: datetime, previous_completed: datetime | None) -> Ti
     current = started_at.astimezone(UTC)
     if previous_completed is None:
         return "monthly"
-    previous = previous_completed.astimezone(UTC)
-    if previous > current:
-        raise ValueError("previous completed backup is newer than the one being assigned")
+    # A clock running ahead on another host can make the previous backup look newer; that
+    # must never lose a finished dump, so it counts as the same slot.
+    previous = min(previous_completed.astimezone(UTC), current)
     if (previous.year, previous.month) != (current.year, current.month):
         return "monthly"
     if previous.isocalendar()[:2] != current.isocalendar()[:2]:

@@ -67,7 +67,9 @@ select 'constraint ' || n.nspname || '.' || c.relname || ' ' || con.conname || '
 from pg_constraint con
 join pg_class c on c.oid = con.conrelid
 join pg_namespace n on n.oid = c.relnamespace
-where {_USER_SCHEMAS}
+-- PostgreSQL 18 also lists NOT NULL as constraints ('n'); the column lines carry it already,
+-- and leaving them out keeps fingerprints comparable across server majors.
+where con.contype <> 'n' and {_USER_SCHEMAS}
 union all
 select 'index ' || pg_get_indexdef(i.indexrelid)
 from pg_index i

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from drsentry.errors import StorageError
+from drsentry.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -196,7 +197,12 @@ class MultipartWriter:
         return self._sha256.hexdigest()
 
     def abort(self) -> None:
-        """Drop every part; safe to call more than once and after a failure."""
+        """Drop every part; safe to call more than once and after a failure.
+
+        Never raises: it runs while another error is being handled, and that error is the
+        one the operator needs. An abort that fails is logged with the upload id; the
+        bucket's lifecycle rule removes incomplete uploads after a day.
+        """
         self._closed = True
         for future in self._pending:
             future.cancel()
@@ -209,11 +215,18 @@ class MultipartWriter:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "NoSuchUpload":
-                where = f"s3://{self.bucket}/{self.key}"
-                raise StorageError(
-                    f"{where}: aborting upload {self.upload_id} failed: {_describe(exc)}"
-                ) from exc
+                self._abort_failed(exc)
+                return
+        except BotoCoreError as exc:
+            self._abort_failed(exc)
+            return
         self.upload_id = None
+
+    def _abort_failed(self, exc: ClientError | BotoCoreError) -> None:
+        logger.error(
+            "aborting a multipart upload failed; the lifecycle rule will remove it",
+            extra={"bucket": self.bucket, "key": self.key, "upload_id": self.upload_id, "error": _describe(exc)},
+        )
 
 
 class ObjectStore:
@@ -303,6 +316,8 @@ class ObjectStore:
             if exc.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {_describe(exc)}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {_describe(exc)}") from exc
 
     def iter_chunks(self, bucket: str, key: str, chunk_size: int = DOWNLOAD_CHUNK) -> Iterator[bytes]:
         """Stream an object's bytes; a missing object raises StorageError naming it."""
@@ -316,7 +331,3 @@ class ObjectStore:
             raise StorageError(f"s3://{bucket}/{key}: download interrupted: {exc}") from exc
         finally:
             body.close()
-
-    def open_uploads(self, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
-        response = self.s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-        return [dict(upload) for upload in response.get("Uploads", [])]

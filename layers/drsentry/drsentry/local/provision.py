@@ -52,9 +52,12 @@ def provision(config: Config, clients: AwsClients, secret_values: dict[str, dict
             clients.secretsmanager.put_secret_value(SecretId=name, SecretString=secret_string)
 
 
-def rds_secret(dsn_host: str, port: int, username: str, password: str, dbname: str) -> dict[str, Any]:
-    """A secret in the shape RDS writes for a managed database user."""
-    return {
+def rds_secret(
+    dsn_host: str, port: int, username: str, password: str, dbname: str, *, sslmode: str | None = None
+) -> dict[str, Any]:
+    """A secret in the shape RDS writes for a managed database user (drsentry reads an
+    optional `sslmode`; without it connections require TLS)."""
+    secret: dict[str, Any] = {
         "engine": "postgres",
         "host": dsn_host,
         "port": port,
@@ -62,3 +65,6 @@ def rds_secret(dsn_host: str, port: int, username: str, password: str, dbname: s
         "password": password,
         "dbname": dbname,
     }
+    if sslmode:
+        secret["sslmode"] = sslmode
+    return secret

@@ -255,8 +255,13 @@ def _secret_values(server: embedded_pg.EmbeddedServer, sink_port: int) -> dict[s
     # Both secrets use the superuser: pg_dump must see past the sample's row-level security,
     # and verification creates and drops its scratch databases on the same server.
     return {
-        APP_SECRET: rds_secret(HOST, server.port, embedded_pg.SUPERUSER, server.password, APP_DB),
-        SCRATCH_SECRET: rds_secret(HOST, server.port, embedded_pg.SUPERUSER, server.password, "postgres"),
+        # The embedded server has no TLS (it listens on 127.0.0.1 only).
+        APP_SECRET: rds_secret(
+            HOST, server.port, embedded_pg.SUPERUSER, server.password, APP_DB, sslmode="disable"
+        ),
+        SCRATCH_SECRET: rds_secret(
+            HOST, server.port, embedded_pg.SUPERUSER, server.password, "postgres", sslmode="disable"
+        ),
         SLACK_SECRET: f"http://{HOST}:{sink_port}/services/T000/B000/local",
     }
 
