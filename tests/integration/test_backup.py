@@ -283,7 +283,12 @@ def test_dsn_secret_in_rds_shape_is_used(
         Name=secret_name,
         SecretString=json.dumps(
             rds_secret(
-                "127.0.0.1", pg_server.port, "postgres", pg_server.password, dbname_of(source_db), sslmode="disable"
+                "127.0.0.1",
+                pg_server.port,
+                "postgres",
+                pg_server.password,
+                dbname_of(source_db),
+                sslmode="disable",
             )
         ),
     )

@@ -199,4 +199,5 @@ def test_dsn_from_an_rds_secret_requires_tls_unless_told_otherwise() -> None:
 
     secret = {"host": "db.example", "port": 5432, "username": "app", "password": "pw", "dbname": "app"}
     assert conninfo_to_dict(dsn_from_secret(secret, "s"))["sslmode"] == "require"
-    assert conninfo_to_dict(dsn_from_secret({**secret, "sslmode": "verify-full"}, "s"))["sslmode"] == "verify-full"
+    verified = dsn_from_secret({**secret, "sslmode": "verify-full"}, "s")
+    assert conninfo_to_dict(verified)["sslmode"] == "verify-full"

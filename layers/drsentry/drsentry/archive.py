@@ -14,9 +14,10 @@ Once a day per target (the `archive` function, or `drsentry run archive`):
    be read (and the record re-created by hand) without a restore. The record says `archive`
    only when all of this held.
 3. Expire: every version of the dump and its manifest is deleted from the archive copy
-   (if any), the replica (in both `copy` and `crr` mode) and the primary bucket, in that order, so the record's own location is the last to go; then
-   the record becomes `expired` with the reason. Object Lock is never bypassed: a refused
-   delete is reported and the record stays as it was, to be retried by the next run.
+   (if any), the replica (in both `copy` and `crr` mode) and the primary bucket, in that
+   order, so the record's own location is the last to go; then the record becomes
+   `expired` with the reason. Object Lock is never bypassed: a refused delete is reported
+   and the record stays as it was, to be retried by the next run.
 4. Metrics, one run notice per target, and a summary in the result.
 
 `--dry-run` plans and reports without writing anything. A second run right after the

@@ -225,7 +225,12 @@ class MultipartWriter:
     def _abort_failed(self, exc: ClientError | BotoCoreError) -> None:
         logger.error(
             "aborting a multipart upload failed; the lifecycle rule will remove it",
-            extra={"bucket": self.bucket, "key": self.key, "upload_id": self.upload_id, "error": _describe(exc)},
+            extra={
+                "bucket": self.bucket,
+                "key": self.key,
+                "upload_id": self.upload_id,
+                "error": _describe(exc),
+            },
         )
 
 
