@@ -237,3 +237,26 @@ def test_backup_handler_retried_event_does_not_double(lambda_env: Any) -> None:
 
     assert second["backups"][0]["backup_id"] == first["backups"][0]["backup_id"]
     assert len(build_runtime(lambda_env).catalog.list_backups("app")) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "backup", "--bogus"], "error: drsentry run backup: No such option: --bogus"),
+        (["verifications", "list", "--days", "1000000000"], "Invalid value for '--days'"),
+        (["restore"], "error: drsentry restore: Missing argument 'backup_id'."),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(args: list[str], message: str) -> None:
+    run = drsentry(*args)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert message in lines[0]
+
+
+def test_markup_in_user_input_is_printed_as_it_is(source_db: str, make_config: Any) -> None:
+    _, path = make_config(source_db)
+    run = drsentry("run", "backup", "--config", str(path), "--target", "[/x]")
+    assert run.returncode == 2
+    assert run.stderr.strip() == "error: unknown target '[/x]' (configured: app)"

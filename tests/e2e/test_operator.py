@@ -88,6 +88,13 @@ class Stack:
     backup: dict[str, Any]
 
 
+def catalog_record(config: Path, backup: dict[str, Any]) -> dict[str, Any]:
+    """The whole catalog record (with per-table row counts) of a backup `run backup` reported."""
+    listed = drsentry("backups", "list", "--config", str(config), "--json")
+    assert listed.exit_code == 0, listed.stderr
+    return next(record for record in json.loads(listed.stdout) if record["backup_id"] == backup["backup_id"])
+
+
 @pytest.fixture(scope="module")
 def stack(aws_endpoint: str, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from drsentry.aws import AwsClients
@@ -102,7 +109,7 @@ def stack(aws_endpoint: str, pg_server: Any, tmp_path_factory: pytest.TempPathFa
     assert backup.exit_code == 0, backup.stderr
     verify = drsentry("run", "verify", "--config", str(path), "--json")
     assert verify.exit_code == 0, verify.stderr
-    yield Stack(path, admin_dsn, source_dsn, json.loads(backup.stdout)["backups"][0])
+    yield Stack(path, admin_dsn, source_dsn, catalog_record(path, json.loads(backup.stdout)["backups"][0]))
     drop_database(admin_dsn, source_name)
 
 
@@ -500,7 +507,7 @@ def test_backup_whose_primary_copy_is_gone_is_restored_from_the_archive(
     config = write_config(tmp_path, clients, stack.source_dsn, stack.admin_dsn)
     taken = drsentry("run", "backup", "--config", str(config), "--json")
     assert taken.exit_code == 0, taken.stderr
-    backup = json.loads(taken.stdout)["backups"][0]
+    backup = catalog_record(config, json.loads(taken.stdout)["backups"][0])
     archived = drsentry("run", "archive", "--config", str(config), "--json")
     assert archived.exit_code == 0, archived.stdout
     clients.s3().delete_object(Bucket=backup["bucket"], Key=backup["key"])

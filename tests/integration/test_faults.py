@@ -195,3 +195,29 @@ def test_dsn_secret_that_is_not_json_is_a_failed_backup(
     assert record.status == "failed"
     assert record.error == f"secret {name!r} is not a JSON object"
     assert json.loads(record.model_dump_json())["error"] == record.error
+
+
+def test_backup_blocked_by_a_table_lock_is_stopped_before_the_deadline(
+    source_db: str, make_config: Any, clients: Any
+) -> None:
+    from drsentry.backup import TIMEOUT_MARGIN_SECONDS
+    from drsentry.runtime import monotonic_deadline
+
+    # Given a migration holding an exclusive lock on a table, and a Lambda with little time
+    config, _ = make_config(source_db)
+    runtime = build_runtime(config)
+    runtime.remaining_seconds = monotonic_deadline(TIMEOUT_MARGIN_SECONDS + 3)
+    with psycopg.connect(source_db) as migration:
+        migration.execute("lock table appointments in access exclusive mode")
+
+        # When the backup runs into the lock
+        record = backup_target(runtime, "app")
+
+    # Then the watchdog stops it in time, it is recorded, and nothing is left behind
+    assert record.status == "failed"
+    assert record.error.startswith("timed out")
+    s3 = clients.s3()
+    assert s3.list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
+    assert s3.list_objects_v2(Bucket=config.storage.bucket).get("KeyCount", 0) == 0
+    # and the lock is free for the next run
+    runtime.catalog.acquire_lock("app", "next-run", ttl_seconds=60)

@@ -22,6 +22,7 @@ import psycopg
 import zstandard
 
 from drsentry import gfs, observability
+from drsentry.bucket_manifest import storage_problems, write_storage_manifests
 from drsentry.credentials import redact, sanitize
 from drsentry.errors import BackupFailed, BackupInProgress, CatalogError, CatalogWriteFailed, DrsentryError
 from drsentry.events import parse_scheduled_event
@@ -36,7 +37,12 @@ from drsentry.storage import StoredObject
 
 READ_CHUNK = 1024 * 1024
 STDERR_LIMIT = 64 * 1024
+# Outside Lambda a run has no deadline; a crashed one's lock expires after this.
 LOCK_TTL_SECONDS = 3 * 3600
+# pg_dump waits at most this long for a table lock (a migration, VACUUM FULL) instead of
+# hanging until the function is killed without a record.
+LOCK_WAIT_TIMEOUT = "120s"
+WATCHDOG_INTERVAL_SECONDS = 1.0
 # Stop this long before Lambda's hard limit so the run can abort and record itself.
 TIMEOUT_MARGIN_SECONDS = 45.0
 MANIFEST_FORMAT = "drsentry-backup/1"
@@ -92,27 +98,62 @@ class BackupRun:
             self.config.storage.prefix, self.target.name, self.backup_id
         )
         self._dsn = ""
+        # What the watchdog stops when time runs out: the facts query and pg_dump.
+        self._conn: psycopg.Connection | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._timed_out = threading.Event()
+        self._finished = threading.Event()
+
+    def _time_left(self) -> float | None:
+        return self.runtime.remaining_seconds()
+
+    def _timeout_message(self) -> str:
+        remaining = self._time_left()
+        left = f"{remaining:.0f}s" if remaining is not None else "no time"
+        return f"timed out: {left} of run time left, stopping before the function is killed"
 
     def _check_time(self) -> None:
-        remaining = self.runtime.remaining_seconds()
-        if remaining is not None and remaining < TIMEOUT_MARGIN_SECONDS:
-            raise BackupFailed(
-                f"timed out: {remaining:.0f}s of run time left, stopping before the function is killed"
-            )
+        remaining = self._time_left()
+        if self._timed_out.is_set() or (remaining is not None and remaining < TIMEOUT_MARGIN_SECONDS):
+            raise BackupFailed(self._timeout_message())
+
+    def _watchdog(self) -> None:
+        """Stop a run that is blocked (a long count, a pg_dump waiting on a lock) before
+        Lambda kills it, so it can still abort its upload and record itself."""
+        while not self._finished.wait(WATCHDOG_INTERVAL_SECONDS):
+            remaining = self._time_left()
+            if remaining is None or remaining >= TIMEOUT_MARGIN_SECONDS:
+                continue
+            self._timed_out.set()
+            if self._process is not None and self._process.poll() is None:
+                self._process.kill()
+            if self._conn is not None:
+                self._conn.cancel_safe()
+            return
+
+    def _lock_ttl(self) -> int:
+        remaining = self._time_left()
+        # In Lambda the run cannot outlive its invocation: the lock need not either.
+        return LOCK_TTL_SECONDS if remaining is None else int(remaining) + 60
 
     def execute(self) -> BackupRecord:
         catalog = self.runtime.catalog
-        catalog.acquire_lock(self.target.name, self.runtime.run_id, LOCK_TTL_SECONDS)
+        catalog.acquire_lock(self.target.name, self.runtime.run_id, self._lock_ttl())
+        watchdog = threading.Thread(target=self._watchdog, daemon=True, name="backup-watchdog")
+        watchdog.start()
         try:
             try:
                 outcome = self._dump_and_upload()
             except DrsentryError as exc:
-                return self._record_failure(str(exc))
+                return self._record_failure(self._timeout_message() if self._timed_out.is_set() else str(exc))
             except (OSError, psycopg.Error) as exc:
+                if self._timed_out.is_set():
+                    return self._record_failure(self._timeout_message())
                 first_line = (str(exc).strip().splitlines() or [""])[0]
                 return self._record_failure(f"{type(exc).__name__}: {first_line}")
             return self._record_success(outcome)
         finally:
+            self._finished.set()
             catalog.release_lock(self.target.name, self.runtime.run_id)
 
     # the dump ------------------------------------------------------------------
@@ -137,6 +178,7 @@ class BackupRun:
             raise BackupFailed(
                 f"cannot connect to {redact(self._dsn)}: {sanitize(str(exc).strip(), self._dsn)}"
             ) from exc
+        self._conn = conn
         with conn:
             conn.execute("begin isolation level repeatable read read only")
             # Counting must see what pg_dump sees; pg_dump itself runs with row_security off.
@@ -148,6 +190,7 @@ class BackupRun:
             self._check_time()
             stored = self._stream_dump(pg_dump, str(snapshot_row[0]))
             conn.execute("commit")
+        self._conn = None
         return DumpOutcome(stored=stored, pg_dump=pg_dump, facts=facts)
 
     def _stream_dump(self, pg_dump: PgTool, snapshot: str) -> StoredObject:
@@ -157,11 +200,13 @@ class BackupRun:
             "--format=custom",
             "--compress=0",
             f"--snapshot={snapshot}",
+            f"--lock-wait-timeout={LOCK_WAIT_TIMEOUT}",
             "--no-password",
             f"--dbname={dsn_without_password}",
         ]
         writer = self.runtime.store.writer(self.config.storage.bucket, self.key)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self._process = process
         assert process.stdout is not None and process.stderr is not None
         stderr = _StderrCollector(process.stderr)
         stderr.start()
@@ -180,6 +225,7 @@ class BackupRun:
                 while chunk := process.stdout.read(READ_CHUNK):
                     zstd_stream.write(chunk)
                     self._check_time()
+            self._check_time()  # the watchdog may have killed pg_dump: EOF is not success
             return_code = process.wait()
             stderr.join(timeout=30)
             errors = _error_lines(stderr.text)
@@ -343,15 +389,18 @@ class BackupRun:
 def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
     if record.status == "completed":
         size_mb = (record.size_bytes or 0) / 1e6
+        # A storage manifest that failed leaves the database backup good: a warning, not a failure.
+        storage_failed = storage_problems(record)
         return RunNotice(
             source="backup",
             target=record.target,
-            severity="info",
+            severity="warning" if storage_failed else "info",
             status="completed",
             run_id=run_id,
             summary=(
                 f"backup {record.backup_id} completed: {size_mb:.1f} MB "
                 f"in {record.duration_seconds:.1f}s ({record.tier})"
+                + (f"; storage manifest failed: {'; '.join(storage_failed)}" if storage_failed else "")
             ),
             details={
                 "backup_id": record.backup_id,
@@ -359,6 +408,7 @@ def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
                 "tier": record.tier,
                 "key": record.key,
                 "duration_seconds": record.duration_seconds,
+                **({"storage": record.storage} if record.storage else {}),
             },
         )
     return RunNotice(
@@ -394,6 +444,7 @@ def backup_target(runtime: Runtime, target_name: str) -> BackupRecord:
         raise
     # copy mode: the replica copy right after the backup; a failed copy never fails it.
     record = replicate_backup(runtime, record)
+    record = write_storage_manifests(runtime, record)
     if runtime.notifier is not None:
         failing = ["backup"] if record.status == "failed" else []
         runtime.notifier.send(notice_for(record, runtime.run_id), failing_checks=failing)
@@ -412,10 +463,27 @@ def run_scheduled_backup(runtime: Runtime, event: dict[str, Any]) -> dict[str, A
         errors: list[dict[str, str]] = []
         for target in targets:
             try:
-                backups.append(backup_target(runtime, target.name).model_dump())
+                record = backup_target(runtime, target.name)
+                # The result is also the idempotency record (a DynamoDB item, 400 KB at most):
+                # per-table row counts stay in the catalog and the manifest.
+                backups.append({**record.model_dump(exclude={"tables"}), "table_count": len(record.tables)})
             except BackupInProgress as exc:
                 logger.warning("backup skipped", extra={"target": target.name, "reason": str(exc)})
                 skipped.append({"target": target.name, "reason": str(exc)})
+                # A skipped run is a missed recovery point: people hear of it.
+                if runtime.notifier is not None:
+                    runtime.notifier.send(
+                        RunNotice(
+                            source="backup",
+                            target=target.name,
+                            severity="warning",
+                            status="skipped",
+                            run_id=runtime.run_id,
+                            summary=f"backup of {target.name} skipped: {exc}",
+                            details={"reason": str(exc)},
+                        ),
+                        failing_checks=["lock"],
+                    )
             except (CatalogError, CatalogWriteFailed) as exc:
                 # Already alerted; the other targets still get their backups.
                 logger.error("backup not recorded", extra={"target": target.name, "error": str(exc)})

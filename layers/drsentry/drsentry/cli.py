@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from drsentry.config import Config, load_config
 from drsentry.errors import BadInput, DrsentryError
@@ -59,10 +60,15 @@ ConfigOption = Annotated[
 ]
 TargetOption = Annotated[str | None, typer.Option("--target", help="Only this target.", show_default=False)]
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, nothing else.")]
+SmokeOption = Annotated[
+    bool,
+    typer.Option("--smoke", help="Run the target's smoke checks (targets[].smoke) after the restore."),
+]
 
 
 def fail(message: str, code: int) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # The message may hold anything a user typed ("[/x]" included): never parse it as markup.
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -170,13 +176,13 @@ def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json
                 human_bytes(backup["size_bytes"]),
                 f"{backup['duration_seconds']:.1f}",
                 backup["tier"] or "-",
-                backup["error"] or "",
+                escape(backup["error"] or ""),
             )
         stdout.print(table)
     for skipped in result["skipped"]:
-        stderr.print(f"skipped {skipped['target']}: {skipped['reason']}", highlight=False)
+        stderr.print(f"skipped {skipped['target']}: {escape(skipped['reason'])}", highlight=False)
     for error in result.get("errors", []):
-        stderr.print(f"[bold red]error:[/] {error['target']}: {error['error']}", highlight=False)
+        stderr.print(f"[bold red]error:[/] {error['target']}: {escape(error['error'])}", highlight=False)
     if failed or result["skipped"] or result.get("errors"):
         raise typer.Exit(1)
 
@@ -216,13 +222,16 @@ def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json
                 failed_colour = "red" if check["severity"] == "critical" else "yellow"
                 colour = failed_colour if check["status"] == "failed" else check_colours[check["status"]]
                 table.add_row(
-                    check["name"], check["severity"], f"[{colour}]{check['status']}[/]", check["detail"]
+                    escape(check["name"]),
+                    check["severity"],
+                    f"[{colour}]{check['status']}[/]",
+                    escape(check["detail"]),
                 )
             stdout.print(table)
     for missing in result["unverified"]:
-        stderr.print(f"not verified {missing['target']}: {missing['reason']}", highlight=False)
+        stderr.print(f"not verified {missing['target']}: {escape(missing['reason'])}", highlight=False)
     for skipped in result["skipped"]:
-        stderr.print(f"skipped {skipped['target']}: {skipped['reason']}", highlight=False)
+        stderr.print(f"skipped {skipped['target']}: {escape(skipped['reason'])}", highlight=False)
     if failed or result["unverified"] or result["skipped"]:
         raise typer.Exit(1)
 
@@ -235,7 +244,9 @@ def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json
 def backups_list(
     config: ConfigOption = None,
     target: TargetOption = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many per target.")] = 50,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many per target (default: all).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The catalog, newest first.
@@ -264,7 +275,7 @@ def backups_list(
             f"{record.duration_seconds or 0:.1f}",
             record.tier or "-",
             record.replica or "-",
-            (record.error or "")[:80],
+            escape((record.error or "")[:80]),
         )
     stdout.print(table)
 
@@ -274,7 +285,9 @@ def backups_list(
 def verifications_list(
     config: ConfigOption = None,
     target: TargetOption = None,
-    days: Annotated[int, typer.Option("--days", min=1, help="Verifications of the last N days.")] = 7,
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=3650, help="Verifications of the last N days (up to 3650).")
+    ] = 7,
     as_json: JsonOption = False,
 ) -> None:
     """The verification log, newest first.
@@ -407,7 +420,7 @@ def local_up(as_json: JsonOption = False) -> None:
         return
     stdout.print("[green]local stack is up[/]")
     for name, value in document.items():
-        stdout.print(f"  {name}: {value}", highlight=False)
+        stdout.print(f"  {name}: {escape(value)}", highlight=False)
     stdout.print('next: eval "$(drsentry local env)"')
 
 
@@ -476,7 +489,7 @@ def catalog_rebuild(
         stdout.print(table)
         for report in reports:
             for key, reason in report.unreadable.items():
-                stderr.print(f"unreadable {key}: {reason}", highlight=False)
+                stderr.print(f"unreadable {escape(key)}: {escape(reason)}", highlight=False)
     if any(report.unreadable for report in reports):
         raise typer.Exit(1)
 
@@ -621,7 +634,7 @@ def run_archive(
                     highlight=False,
                 )
             if report["error"]:
-                stderr.print(f"{report['target']}: {report['error']}", highlight=False)
+                stderr.print(f"{report['target']}: {escape(report['error'])}", highlight=False)
     if any(report["error"] or report["failed"] or report["refused"] for report in reports):
         raise typer.Exit(1)
 
@@ -705,7 +718,7 @@ def _print_plan(plan: Any) -> None:
         ("verification", verified),
         ("source", escape(plan.source.description)),
         ("restore into", f"[bold]{escape(target.where)}[/] ({state}{version})"),
-        ("tables", ", ".join(plan.tables) if plan.tables else f"all {len(backup.tables)}"),
+        ("tables", escape(", ".join(plan.tables)) if plan.tables else f"all {len(backup.tables)}"),
     ]
     if plan.mask is not None:
         rows.append(("mask", f"{escape(plan.mask.source)} ({len(plan.mask.tables)} table rule(s))"))
@@ -749,6 +762,21 @@ def _print_result(result: Any) -> None:
         stdout.print(f"[green]masking proven[/]: {escape(result.masking.summary())}", highlight=False)
     for warning in result.warnings:
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if result.smoke:
+        _print_smoke(result.smoke)
+
+
+def _print_smoke(results: list[Any]) -> None:
+    # One line per check, never a wrapped table cell: the detail is what an operator greps for.
+    passed = sum(result.status == "passed" for result in results)
+    stdout.print(f"[bold]smoke checks[/]: {passed}/{len(results)} passed", highlight=False)
+    for result in results:
+        verdict = "[green]PASS[/]" if result.status == "passed" else "[red]FAIL[/]"
+        stdout.print(
+            f"  {verdict}  {escape(result.name)} ({result.kind} {escape(result.target)}, "
+            f"{result.seconds:.2f}s of {result.max_seconds:g}s): {escape(result.detail)}",
+            highlight=False,
+        )
 
 
 @app.command("restore")
@@ -793,14 +821,16 @@ def restore(
         bool,
         typer.Option("--i-know-this-is-the-source", help="Allow --to to be a configured source database."),
     ] = False,
+    smoke: SmokeOption = False,
     config: ConfigOption = None,
 ) -> None:
     """Restore a backup into a database: a real recovery. Shows the plan and asks first.
 
     Refuses a non-empty target unless --clean, a configured source database unless
     --i-know-this-is-the-source, and any restore whose SHA-256 differs from the catalog's.
-    Ends with the row count of every restored table next to the backup's. Give the password
-    in PGPASSWORD (or ~/.pgpass), not in --to, where `ps` would show it.
+    Ends with the row count of every restored table next to the backup's, and with --smoke the
+    backup's target's smoke checks (exit 1 when one fails). Give the password in PGPASSWORD (or
+    ~/.pgpass), not in --to, where `ps` would show it.
 
     Example: drsentry restore 20261122T180000042Z-1a2b3c4d --to postgresql://admin@db.internal/app_restored
     """
@@ -819,6 +849,11 @@ def restore(
         mask=rules,
         allow_source=source_ok,
     )
+    smoke_checks = runtime.config.target(plan.backup.target).smoke if smoke else []
+    if smoke and not smoke_checks:
+        raise BadInput(
+            f"--smoke: target {plan.backup.target!r} has no smoke checks configured (targets[].smoke)"
+        )
     _print_plan(plan)
     if not yes:
         if not sys.stdin.isatty():
@@ -827,11 +862,13 @@ def restore(
             stderr.print("aborted: nothing was changed")
             raise typer.Exit(1)
     with _ProgressBar() as progress:
-        result = execute_recovery(runtime, plan, progress)
+        result = execute_recovery(runtime, plan, progress, smoke=smoke_checks)
     _print_result(result)
     if result.mismatches:
         names = ", ".join(count.table for count in result.mismatches)
         fail(f"restored row counts differ from the backup's: {names}", 1)
+    if result.smoke_failures:
+        fail(f"smoke checks failed: {', '.join(check.name for check in result.smoke_failures)}", 1)
 
 
 # drill ----------------------------------------------------------------------------
@@ -850,12 +887,14 @@ def drill(
             show_default=False,
         ),
     ] = None,
+    smoke: SmokeOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """A DR drill: a fresh backup, restored into scratch and verified, measured against the
-    RPO and RTO. Exit 1 when the drill fails.
+    RPO and RTO; with --smoke, the target's smoke checks run on the restore and go into the
+    report. Exit 1 when the drill fails.
 
-    Example: drsentry drill --target app --report drill-2026-q4.html
+    Example: drsentry drill --target app --smoke --report drill-2026-q4.html
     """
     from drsentry.drill import run_drill
     from drsentry.drill_report import format_seconds, write_report
@@ -870,7 +909,7 @@ def drill(
     if report is not None and not report.parent.resolve().is_dir():
         raise BadInput(f"--report {report}: directory {report.parent} does not exist")
     with stderr.status("drill starting") as spinner:
-        result = run_drill(runtime, targets[0].name, on_phase=spinner.update)
+        result = run_drill(runtime, targets[0].name, on_phase=spinner.update, smoke=smoke)
     if report is not None:
         try:
             kind = write_report(result, report)
@@ -889,6 +928,9 @@ def drill(
             ("RTO", f"{measured(result.rto_measured_seconds)} of {measured(result.rto_target_seconds)}"),
             ("RPO", f"{measured(result.rpo_measured_seconds)} of {measured(result.rpo_target_seconds)}"),
         ]
+        if result.smoke is not None:
+            passed = sum(check.status == "passed" for check in result.smoke)
+            rows.append(("smoke checks", f"{passed}/{len(result.smoke)} passed"))
         for name, value in rows:
             stdout.print(f"  {name:<15} {value}", highlight=False)
         for issue in result.issues:
@@ -935,5 +977,98 @@ def check(config: ConfigOption = None, target: TargetOption = None, as_json: Jso
         raise typer.Exit(1)
 
 
+# storage buckets ------------------------------------------------------------------
+
+storage_app = typer.Typer(no_args_is_help=True, help="Manifests of the application's storage buckets.")
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("restore-list")
+@cli_errors
+def storage_restore_list(
+    manifest: Annotated[
+        str,
+        typer.Argument(
+            help="s3://BUCKET/KEY of a storage manifest, or a backup id (with --bucket when it has several).",
+            show_default=False,
+        ),
+    ],
+    bucket: Annotated[
+        str | None,
+        typer.Option("--bucket", help="The application bucket (with a backup id).", show_default=False),
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What recreating a bucket as its manifest lists it would take, from the bucket's versions:
+    per key, the version id to restore, or missing. Keys still current need nothing and are only
+    counted. Exit 1 when a key cannot be recovered.
+
+    Example: drsentry storage restore-list 20261122T180000042Z-1a2b3c4d --bucket acme-uploads
+    """
+    import tempfile
+
+    from drsentry.bucket_manifest import human_size, resolve_manifest, restore_list
+
+    runtime = _runtime(config)
+    source = resolve_manifest(runtime, manifest, bucket)
+    with tempfile.SpooledTemporaryFile(8 * 1024 * 1024, mode="w+", encoding="utf-8") as spool:
+        result = restore_list(runtime, source, spool)
+        summary = {**result.counts, "total": result.total, "bytes_to_restore": result.bytes_to_restore}
+        if as_json:
+            # Streamed: a bucket of millions of keys to restore never sits in memory as one document.
+            head = {
+                "manifest": source.url,
+                "backup_id": source.backup_id,
+                "bucket": source.bucket,
+                "region": source.region,
+                "prefix": source.prefix,
+                "versioned": source.versioned,
+                "summary": summary,
+            }
+            sys.stdout.write(json.dumps(head, indent=2)[:-2] + ',\n  "keys": [')
+            for number, action in enumerate(result.actions()):
+                sys.stdout.write(("," if number else "") + "\n    " + json.dumps(action))
+            sys.stdout.write("\n  ]\n}\n")
+        else:
+            versioning = "versioned" if source.versioned else "not versioned"
+            stdout.print(
+                f"restore list for s3://{source.bucket}/{source.prefix} ({versioning}) from {source.url}",
+                highlight=False,
+                markup=False,
+            )
+            for action in result.actions():
+                version = f" version {action['version_id']}" if action["version_id"] else ""
+                colour = "yellow" if action["action"] == "restore" else "red"
+                stdout.print(
+                    f"[{colour}]{action['action']:<8}[/] {escape(action['key'])}{version}"
+                    f" [dim]({escape(action['note'])})[/]",
+                    highlight=False,
+                )
+            stdout.print(
+                f"{result.total:,} keys in the manifest: {result.counts['current']:,} current, "
+                f"{result.counts['restore']:,} to restore from a version "
+                f"({human_size(result.bytes_to_restore)}), {result.counts['missing']:,} missing",
+                highlight=False,
+            )
+    if result.counts["missing"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
-    app()
+    # Usage errors come from the command-line parser as several lines; the contract wants
+    # one line and exit 2. Help asked for by giving no arguments is shown as it is.
+    try:
+        code = app(standalone_mode=False, prog_name="drsentry")
+    except TyperException as exc:
+        context = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.stdout.write(exc.format_message() + "\n")
+            sys.exit(2)
+        where = f"{context.command_path}: " if context is not None else ""
+        stderr.print(f"[bold red]error:[/] {escape(where + exc.format_message())}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        stderr.print("aborted", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

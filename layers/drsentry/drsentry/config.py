@@ -144,6 +144,9 @@ class VerifyConfig(_Strict):
     row_count_tolerance: float = Field(default=0.10, ge=0)
     assertions: list[Assertion] = Field(default_factory=list)
     sample_older: int = Field(default=0, ge=0)
+    # A storage manifest with this much fewer objects or bytes than the previous one fails
+    # verification: a mass deletion (or ransomware) signal, not everyday churn.
+    storage_drop_tolerance: float = Field(default=0.05, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_scratch_source(self) -> VerifyConfig:
@@ -152,12 +155,90 @@ class VerifyConfig(_Strict):
         return self
 
 
+_BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+HTTP_STATUS_RANGE = range(100, 600)
+
+
+class BucketConfig(_Strict):
+    """An application bucket (uploads, invoices, photos) whose objects drsentry manifests."""
+
+    bucket: str
+    region: str
+    # Only keys under this prefix are listed; "" is the whole bucket.
+    prefix: str = ""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, bucket: str) -> str:
+        # The name becomes part of the manifest's key: only what S3 itself allows.
+        if not _BUCKET_NAME_RE.match(bucket):
+            raise ValueError(f"bucket {bucket!r} is not a valid S3 bucket name")
+        return bucket
+
+
+class SmokeCheck(_Strict):
+    """A check run after a restore: an HTTP request, or one SQL statement on the restored database."""
+
+    name: str = Field(min_length=1)
+    url: str | None = None
+    sql: str | None = None
+    # Unset means 200 (kept None so that a dumped SQL check does not grow an expect_status).
+    expect_status: int | list[int] | None = None
+    max_seconds: float = Field(default=2.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, url: str | None) -> str | None:
+        # urllib would also open file:// and ftp:// URLs: a smoke check reaches the application only.
+        if url is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("url must start with http:// or https:// and name a host")
+        # Reports and logs show the URL: a password in it would end up in every drill report.
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("url must not hold credentials (user:password@host); smoke checks are anonymous")
+        return url
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, expect: int | list[int] | None) -> int | list[int] | None:
+        if expect is None:
+            return None
+        statuses = expect if isinstance(expect, list) else [expect]
+        if not statuses:
+            raise ValueError("expect_status must name at least one HTTP status")
+        wrong = [status for status in statuses if status not in HTTP_STATUS_RANGE]
+        if wrong:
+            raise ValueError(f"expect_status {wrong[0]} is not an HTTP status (100-599)")
+        return expect
+
+    @model_validator(mode="after")
+    def _url_or_sql(self) -> SmokeCheck:
+        if bool(self.url) == bool(self.sql):
+            raise ValueError(f"smoke check {self.name!r}: set exactly one of url or sql")
+        if self.sql and self.expect_status is not None:
+            raise ValueError(f"smoke check {self.name!r}: expect_status applies to url checks only")
+        return self
+
+    @property
+    def kind(self) -> Literal["http", "sql"]:
+        return "http" if self.url else "sql"
+
+    @property
+    def expected_statuses(self) -> list[int]:
+        if self.expect_status is None:
+            return [200]
+        return list(self.expect_status) if isinstance(self.expect_status, list) else [self.expect_status]
+
+
 class TargetConfig(_Strict):
     name: str
     dsn_secret: str | None = None
     dsn: str | None = None
     schedule: str = "cron(0 * * * ? *)"
     verify: VerifyConfig | None = None
+    storage: list[BucketConfig] = Field(default_factory=list)
+    smoke: list[SmokeCheck] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -171,6 +252,17 @@ class TargetConfig(_Strict):
     def _check(self) -> TargetConfig:
         if bool(self.dsn_secret) == bool(self.dsn):
             raise ValueError("set exactly one of dsn_secret or dsn")
+        # One manifest per bucket and backup, named after the bucket: a bucket is listed once.
+        buckets = [entry.bucket for entry in self.storage]
+        repeated = sorted({bucket for bucket in buckets if buckets.count(bucket) > 1})
+        if repeated:
+            raise ValueError(
+                f"storage bucket {repeated[0]!r} is listed twice (list it once, with one prefix)"
+            )
+        names = [check.name for check in self.smoke]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate smoke check names: {', '.join(duplicates)}")
         return self
 
 
@@ -190,6 +282,14 @@ class Config(_Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"duplicate target names: {', '.join(duplicates)}")
+        for number, target in enumerate(self.targets):
+            for index, entry in enumerate(target.storage):
+                # Listing the backup bucket would manifest drsentry's own manifests, growing each time.
+                if entry.bucket == self.storage.bucket:
+                    raise ValueError(
+                        f"targets[{number}].storage[{index}].bucket: {entry.bucket!r} is drsentry's own "
+                        "backup bucket; list application buckets there"
+                    )
         return self
 
     def target(self, name: str) -> TargetConfig:

@@ -11,6 +11,10 @@ Measured, as a drill defines them:
 - RPO: the age of the newest completed backup when the drill started: the data a
   disaster at that moment would have lost.
 The drill FAILS when the backup fails, the verification fails, or either target is missed.
+
+With ``smoke``, the target's smoke checks run once the verification's checks are done and
+before its scratch database is dropped (SQL checks go to that restored database); a failed
+smoke check, or smoke checks that could not run because the restore failed, FAIL the drill.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from drsentry.backup import backup_target
 from drsentry.errors import BadInput
 from drsentry.records import iso
 from drsentry.runtime import Runtime
+from drsentry.smoke import SmokeResult, run_smoke_checks, smoke_failures
 from drsentry.verifications import Check, VerificationRecord, verification_log
 from drsentry.verify import verify_backup
 
@@ -72,6 +77,8 @@ class DrillReport(BaseModel):
     rpo_basis: str = ""
     history: list[HistoryPoint] = Field(default_factory=list)
     next_drill_by: str = ""
+    # None: the drill ran without --smoke; an empty list: requested, but the restore never completed.
+    smoke: list[SmokeResult] | None = None
 
 
 def drill_status(
@@ -124,14 +131,27 @@ def history(runtime: Runtime, target: str, size: int = HISTORY_SIZE) -> list[His
 
 
 def run_drill(
-    runtime: Runtime, target_name: str, on_phase: Callable[[str], None] | None = None
+    runtime: Runtime,
+    target_name: str,
+    on_phase: Callable[[str], None] | None = None,
+    *,
+    smoke: bool = False,
 ) -> DrillReport:
-    """Back up, restore into scratch, verify, measure. Never raises for what it finds."""
+    """Back up, restore into scratch, verify, measure (and run the smoke checks). Never raises
+    for what it finds."""
     phase = on_phase or (lambda _text: None)
     config = runtime.config
     target = config.target(target_name)
     if target.verify is None:
         raise BadInput(f"target {target_name!r} has no verify section: a drill needs a scratch server")
+    if smoke and not target.smoke:
+        raise BadInput(f"--smoke: target {target_name!r} has no smoke checks configured (targets[].smoke)")
+    smoke_results: list[SmokeResult] = []
+
+    def run_smoke(restored_dsn: str) -> None:
+        phase(f"running {len(target.smoke)} smoke check(s)")
+        smoke_results.extend(run_smoke_checks(target.smoke, restored_dsn))
+
     started_at = runtime.clock()
     started = time.monotonic()
     previous = runtime.catalog.latest_completed(target_name)
@@ -146,7 +166,7 @@ def run_drill(
     if backup.status == "completed":
         phase(f"restoring {backup.backup_id} into scratch and verifying")
         verify_started = time.monotonic()
-        verification = verify_backup(runtime, target_name, backup)
+        verification = verify_backup(runtime, target_name, backup, after_restore=run_smoke if smoke else None)
         verify_seconds = time.monotonic() - verify_started
 
     rto = config.rto.total_seconds()
@@ -190,6 +210,7 @@ def run_drill(
         rpo_basis=rpo_basis,
         history=history(runtime, target_name),
         next_drill_by=(finished_at + NEXT_DRILL_AFTER).date().isoformat(),
+        smoke=smoke_results if smoke else None,
     )
     if backup.status != "completed":
         report.backup_status = backup.status
@@ -198,7 +219,17 @@ def run_drill(
         report.issues = drill_issues(report, verification)
     if previous is None:
         report.issues.append("RPO not measured: no completed backup existed before the drill")
+    if smoke:
+        report.issues += smoke_issues(smoke_results)
     report.status = drill_status(
         report.backup_status, report.verification_status, report.rto_met, report.rpo_met
     )
+    if smoke and (not smoke_results or smoke_failures(smoke_results)):
+        report.status = "FAIL"
     return report
+
+
+def smoke_issues(results: list[SmokeResult]) -> list[str]:
+    if not results:
+        return ["smoke checks not run: the restore did not complete"]
+    return [f"smoke check failed: {result.name}: {result.detail}" for result in smoke_failures(results)]

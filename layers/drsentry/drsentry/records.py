@@ -70,6 +70,9 @@ class BackupRecord(BaseModel):
     replica: str | None = None
     replica_detail: dict[str, Any] | None = None
     archive: dict[str, Any] | None = None
+    # One entry per configured application bucket: bucket, region, prefix, key (of its manifest
+    # beside the dump), versioned, objects, bytes, sha256, and error when the manifest failed.
+    storage: list[dict[str, Any]] | None = None
     expired_at: str | None = None
     expire_reason: str | None = None
     error: str | None = None

@@ -19,6 +19,8 @@ No restore ever commits bytes whose SHA-256 differs from the catalog's:
 A masked restore (``--mask``) restores into a private database on the target server
 (CONNECT revoked from PUBLIC), masks and proves the masking there, and only then renames
 it to the target's name: unmasked rows are never in a database the staging app can open.
+With smoke checks (``--smoke``), the target's ``smoke`` checks run once the rows are counted:
+HTTP checks against the application, SQL checks against the restored database.
 Archived backups (the primary copy expired) are read from the archive bucket once S3 has
 restored them; until then the operator gets archive.py's message, never InvalidObjectState.
 """
@@ -31,7 +33,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -50,6 +52,7 @@ from drsentry.archive import (
     explain_unreadable,
     request_archive_restore,
 )
+from drsentry.config import SmokeCheck
 from drsentry.credentials import redact, same_database, sanitize
 from drsentry.errors import BadInput, CredentialsError, DrsentryError, PgToolsError, StorageError
 from drsentry.gfs import is_archived
@@ -59,6 +62,7 @@ from drsentry.pgtools import PgTool, find_tool, major_version, pg_environment
 from drsentry.records import BackupRecord, check_backup_id
 from drsentry.restore import RestoreFailed, stream_restore
 from drsentry.runtime import Runtime
+from drsentry.smoke import SmokeResult, run_smoke_checks, smoke_failures
 from drsentry.storage import DOWNLOAD_CHUNK, MiB, ObjectStore
 from drsentry.verifications import VerificationRecord, verification_log
 
@@ -221,10 +225,15 @@ class RecoveryResult:
     counts: list[TableCount]
     masking: MaskingReport | None = None
     warnings: list[str] = field(default_factory=list)
+    smoke: list[SmokeResult] = field(default_factory=list)
 
     @property
     def mismatches(self) -> list[TableCount]:
         return [count for count in self.counts if not count.matches]
+
+    @property
+    def smoke_failures(self) -> list[SmokeResult]:
+        return smoke_failures(self.smoke)
 
 
 # planning ------------------------------------------------------------------------------
@@ -710,10 +719,14 @@ def _count(plan: RecoveryPlan, masking: MaskingReport | None) -> tuple[list[Tabl
 
 
 def execute_recovery(
-    runtime: Runtime, plan: RecoveryPlan, progress: RecoveryProgress | None = None
+    runtime: Runtime,
+    plan: RecoveryPlan,
+    progress: RecoveryProgress | None = None,
+    smoke: Sequence[SmokeCheck] = (),
 ) -> RecoveryResult:
-    """Restore as planned. Raises ArchiveNotReadable when the bytes are still in Glacier (after
-    requesting their restore), ChecksumMismatch / RestoreFailed when the restore did not complete."""
+    """Restore as planned, then run the `smoke` checks. Raises ArchiveNotReadable when the bytes are
+    still in Glacier (after requesting their restore), ChecksumMismatch / RestoreFailed when the
+    restore did not complete."""
     progress = progress or NoProgress()
     started = time.monotonic()
     if not plan.source.readable and plan.source.archive is not None:
@@ -749,6 +762,9 @@ def execute_recovery(
         raise
     progress.phase("counting rows")
     counts, warnings = _count(plan, masking)
+    if smoke:
+        progress.phase(f"running {len(smoke)} smoke check(s)")
+    smoke_results = run_smoke_checks(smoke, target.dsn)
     logger.info(
         "restore finished",
         extra={
@@ -767,6 +783,7 @@ def execute_recovery(
         counts=counts,
         masking=masking,
         warnings=warnings,
+        smoke=smoke_results,
     )
 
 

@@ -22,6 +22,11 @@ The checks, in order (critical unless marked):
 10. schema fingerprint    equals the manifest's
 11. assertion: NAME       each user assertion, with its own severity
 12. restore time          (warning) download + decompress + pg_restore within the RTO
+13. storage: BUCKET       per `storage` bucket of the target: its manifest with this backup against
+                          the previous one (a drop beyond `storage_drop_tolerance` fails) and a
+                          sample of the previous manifest's keys still there or recoverable
+                          (bucket_manifest.py); independent of the restore, so it runs even when
+                          the restore failed
 A check that cannot run because an earlier step failed is ``skipped`` and says why.
 
 Safety: the scratch server is never the source database, no identifier is spliced into
@@ -44,9 +49,17 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from drsentry import observability, pgmeta
-from drsentry.config import Assertion, VerifyConfig
+from drsentry.bucket_manifest import compare_storage, storage_check_name
+from drsentry.config import Assertion, BucketConfig, VerifyConfig
 from drsentry.credentials import redact, same_database, sanitize
-from drsentry.errors import BackupInProgress, BackupNotFound, BadInput, DrsentryError, StorageError
+from drsentry.errors import (
+    BackupInProgress,
+    BackupNotFound,
+    BadInput,
+    CatalogError,
+    DrsentryError,
+    StorageError,
+)
 from drsentry.events import parse_scheduled_event
 from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
@@ -115,7 +128,7 @@ def scratch_database_name(backup_id: str) -> str:
     return name
 
 
-def check_plan(verify: VerifyConfig) -> list[tuple[str, CheckSeverity]]:
+def check_plan(verify: VerifyConfig, storage: Sequence[BucketConfig] = ()) -> list[tuple[str, CheckSeverity]]:
     """Every check a verification reports, in order, with its severity."""
     plan: list[tuple[str, CheckSeverity]] = [
         (CHECK_OBJECT, "critical"),
@@ -132,6 +145,7 @@ def check_plan(verify: VerifyConfig) -> list[tuple[str, CheckSeverity]]:
     ]
     plan += [(name, assertion.severity) for name, assertion in assertion_names(verify.assertions)]
     plan.append((CHECK_RTO, "warning"))
+    plan += [(storage_check_name(bucket), "critical") for bucket in storage]
     return plan
 
 
@@ -306,7 +320,12 @@ class Expected:
 
 class VerificationRun:
     def __init__(
-        self, runtime: Runtime, target_name: str, backup: BackupRecord, log: VerificationLog
+        self,
+        runtime: Runtime,
+        target_name: str,
+        backup: BackupRecord,
+        log: VerificationLog,
+        after_restore: Callable[[str], None] | None = None,
     ) -> None:
         self.runtime = runtime
         self.config = runtime.config
@@ -317,7 +336,9 @@ class VerificationRun:
         self.backup = backup
         self.log = log
         self.scratch_db = scratch_database_name(backup.backup_id)
-        self.checks = CheckList(check_plan(self.verify))
+        self.checks = CheckList(check_plan(self.verify, self.target.storage))
+        # Called with the restored database's DSN after the checks, before it is dropped (drill smoke checks).
+        self.after_restore = after_restore
         self.restore_seconds: float | None = None
         self.run_error: str | None = None
         self.skip_reason = "an earlier step failed"
@@ -357,9 +378,21 @@ class VerificationRun:
         except (DrsentryError, psycopg.Error, OSError) as exc:
             # Unforeseen, but still a verification that did not complete: record it as such.
             self._stopped(self.checks.first_pending(), f"{type(exc).__name__}: {_first_line(exc)}")
+        self._check_storage()
         record = self._record(self.checks.finish(self.skip_reason))
-        self.log.put(record)
+        # Metrics first, and a log that cannot be written does not swallow the finding:
+        # the run notice still carries it.
         _emit_metrics(record)
+        try:
+            self.log.put(record)
+        except CatalogError as exc:
+            logger.error(
+                "verification not recorded", extra={"backup_id": record.backup_id, "error": str(exc)}
+            )
+            note = f"not recorded in the verification log: {exc}"
+            record = record.model_copy(
+                update={"error_details": f"{record.error_details}; {note}" if record.error_details else note}
+            )
         log = logger.error if record.status == "failure" else logger.info
         log(
             "verification finished",
@@ -530,6 +563,8 @@ class VerificationRun:
                 return
             self._run_database_checks(restored_dsn, expected)
             self._check_restore_time()
+            if self.after_restore is not None:
+                self.after_restore(restored_dsn)
 
     def _restore(self, pg_restore: PgTool, restored_dsn: str) -> RestoreOutcome:
         self._require_time(CHECK_RESTORE)
@@ -789,6 +824,20 @@ class VerificationRun:
             else:
                 self.checks.failed(name, why_not)
 
+    def _check_storage(self) -> None:
+        """The storage buckets' manifests: they need no restored database, so they run regardless."""
+        for bucket in self.target.storage:
+            name = storage_check_name(bucket)
+            try:
+                outcome, detail = compare_storage(
+                    self.runtime, self.backup, bucket, self.verify.storage_drop_tolerance
+                )
+            except DrsentryError as exc:
+                outcome, detail = "failed", f"could not compare the manifests: {exc}"
+            {"passed": self.checks.passed, "failed": self.checks.failed, "skipped": self.checks.skipped}[
+                outcome
+            ](name, detail)
+
     def _check_restore_time(self) -> None:
         rto = self.config.rto.total_seconds()
         seconds = self.restore_seconds or 0.0
@@ -842,14 +891,19 @@ def _emit_metrics(record: VerificationRecord) -> None:
 # Entry points ----------------------------------------------------------------------------
 
 
-def verify_backup(runtime: Runtime, target_name: str, backup: BackupRecord) -> VerificationRecord:
+def verify_backup(
+    runtime: Runtime,
+    target_name: str,
+    backup: BackupRecord,
+    after_restore: Callable[[str], None] | None = None,
+) -> VerificationRecord:
     """Restore one backup into a fresh scratch database, check it, drop it, record the result.
 
     Never raises for what it finds (a corrupt object, a scratch server that is down, a run
     out of time): those become a `failure` record. Raises only when the record itself
     cannot be written (CatalogError) or the target has no verify section (BadInput).
     """
-    return VerificationRun(runtime, target_name, backup, verification_log(runtime)).execute()
+    return VerificationRun(runtime, target_name, backup, verification_log(runtime), after_restore).execute()
 
 
 def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord]:
@@ -983,6 +1037,25 @@ def run_scheduled_verify(runtime: Runtime, event: dict[str, Any]) -> dict[str, A
             except VerificationInProgress as exc:
                 logger.warning("verification skipped", extra={"target": target.name, "reason": str(exc)})
                 skipped.append({"target": target.name, "reason": str(exc)})
+                continue
+            except (CatalogError, StorageError) as exc:
+                # The catalog or bucket is unreachable: this target cannot be verified now;
+                # say so loudly and go on with the others.
+                logger.error("verification not run", extra={"target": target.name, "error": str(exc)})
+                unverified.append({"target": target.name, "reason": str(exc)})
+                if runtime.notifier is not None:
+                    runtime.notifier.send(
+                        RunNotice(
+                            source="verify",
+                            target=target.name,
+                            severity="critical",
+                            status="failure",
+                            run_id=runtime.run_id,
+                            summary=f"verification of {target.name} could not run: {exc}",
+                            details={"error": str(exc)},
+                        ),
+                        failing_checks=["catalog"],
+                    )
                 continue
             if not records:
                 unverified.append({"target": target.name, "reason": "no completed backup to verify"})
