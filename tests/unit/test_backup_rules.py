@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drsentry.backup import _error_lines, object_keys
+from drsentry.backup import object_keys
 from drsentry.errors import BackupNotFound, PgToolsError
 from drsentry.gfs import assign_tier
-from drsentry.pgtools import PgTool, require_compatible
+from drsentry.pgtools import PgTool, error_lines, require_compatible
 from drsentry.records import check_backup_id, new_backup_id
 from drsentry.storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, TiB, capacity, part_size
 
@@ -138,5 +138,5 @@ def test_pg_dump_same_or_newer_major_is_accepted(tool: str, server: str) -> None
 
 def test_stderr_error_lines_are_detected() -> None:
     stderr = "pg_dump: warning: there are circular foreign-key constraints\npg_dump: error: query failed"
-    assert _error_lines(stderr) == ["pg_dump: error: query failed"]
-    assert _error_lines("pg_dump: warning: something harmless") == []
+    assert error_lines(stderr) == ["pg_dump: error: query failed"]
+    assert error_lines("pg_dump: warning: something harmless") == []

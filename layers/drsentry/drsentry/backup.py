@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import zstandard
@@ -29,14 +29,20 @@ from drsentry.events import parse_scheduled_event
 from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
 from drsentry.pgmeta import DatabaseFacts, read_facts
-from drsentry.pgtools import PgTool, find_tool, pg_environment, require_compatible
+from drsentry.pgtools import (
+    PgTool,
+    StderrCollector,
+    error_lines,
+    find_tool,
+    pg_environment,
+    require_compatible,
+)
 from drsentry.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
 from drsentry.replication import replicate_backup
 from drsentry.runtime import Runtime
 from drsentry.storage import StoredObject
 
 READ_CHUNK = 1024 * 1024
-STDERR_LIMIT = 64 * 1024
 # Outside Lambda a run has no deadline; a crashed one's lock expires after this.
 LOCK_TTL_SECONDS = 3 * 3600
 # pg_dump waits at most this long for a table lock (a migration, VACUUM FULL) instead of
@@ -61,28 +67,6 @@ class DumpOutcome:
     stored: StoredObject
     pg_dump: PgTool
     facts: DatabaseFacts
-
-
-class _StderrCollector(threading.Thread):
-    """Drains pg_dump's stderr so it can never block; keeps the first 64 KiB."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        super().__init__(daemon=True, name="pg_dump-stderr")
-        self._stream = stream
-        self._kept = bytearray()
-
-    def run(self) -> None:
-        for line in iter(self._stream.readline, b""):
-            if len(self._kept) < STDERR_LIMIT:
-                self._kept += line
-
-    @property
-    def text(self) -> str:
-        return self._kept.decode("utf-8", errors="replace").strip()
-
-
-def _error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if "error:" in line.lower() or "fatal:" in line.lower()]
 
 
 class BackupRun:
@@ -208,7 +192,7 @@ class BackupRun:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self._process = process
         assert process.stdout is not None and process.stderr is not None
-        stderr = _StderrCollector(process.stderr)
+        stderr = StderrCollector(process.stderr, "pg_dump")
         stderr.start()
         try:
             # Frame checksums let a full read (verify's "archive readable") catch a flipped byte.
@@ -228,7 +212,7 @@ class BackupRun:
             self._check_time()  # the watchdog may have killed pg_dump: EOF is not success
             return_code = process.wait()
             stderr.join(timeout=30)
-            errors = _error_lines(stderr.text)
+            errors = error_lines(stderr.text)
             if return_code != 0 or errors:
                 raise BackupFailed(self._pg_dump_failure(return_code, errors or stderr.text.splitlines()))
             if writer.size_bytes == 0:

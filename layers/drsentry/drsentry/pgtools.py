@@ -10,9 +10,11 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -106,3 +108,31 @@ def pg_environment(dsn: str, application_name: str) -> tuple[str, dict[str, str]
     if password:
         env["PGPASSWORD"] = str(password)
     return make_conninfo(**{key: str(value) for key, value in parts.items()}), env
+
+
+STDERR_LIMIT = 64 * 1024
+
+
+class StderrCollector(threading.Thread):
+    """Drains a tool's stderr so the tool never blocks on a full pipe; keeps the first 64 KiB."""
+
+    def __init__(self, stream: IO[bytes], tool: str) -> None:
+        super().__init__(daemon=True, name=f"{tool}-stderr")
+        self._stream = stream
+        self._kept = bytearray()
+
+    def run(self) -> None:
+        for line in iter(self._stream.readline, b""):
+            if len(self._kept) < STDERR_LIMIT:
+                self._kept += line
+
+    @property
+    def text(self) -> str:
+        return self._kept.decode("utf-8", errors="replace").strip()
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of pg_dump / pg_restore output that report an error (warnings are not)."""
+    return [
+        line.strip() for line in stderr.splitlines() if "error:" in line.lower() or "fatal:" in line.lower()
+    ]

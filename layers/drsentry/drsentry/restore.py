@@ -28,18 +28,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
 
 import zstandard
 
 from drsentry.credentials import sanitize
 from drsentry.errors import DrsentryError, PgToolsError
 from drsentry.observability import logger
-from drsentry.pgtools import PgTool, pg_environment
+from drsentry.pgtools import PgTool, StderrCollector, error_lines, pg_environment
 from drsentry.runtime import no_deadline
 from drsentry.storage import ObjectStore
 
-STDERR_LIMIT = 64 * 1024
 STOP_GRACE_SECONDS = 10.0
 WATCHDOG_INTERVAL_SECONDS = 0.5
 # pg_restore's own words for an archive it cannot read (as opposed to SQL that fails).
@@ -116,24 +114,6 @@ class _ZstdFrames:
         return self.frames > 0 and not self._in_frame
 
 
-class _StderrCollector(threading.Thread):
-    """Drains pg_restore's stderr so it never blocks; keeps the first 64 KiB."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        super().__init__(daemon=True, name="pg_restore-stderr")
-        self._stream = stream
-        self._kept = bytearray()
-
-    def run(self) -> None:
-        for line in iter(self._stream.readline, b""):
-            if len(self._kept) < STDERR_LIMIT:
-                self._kept += line
-
-    @property
-    def text(self) -> str:
-        return self._kept.decode("utf-8", errors="replace").strip()
-
-
 class _Watchdog(threading.Thread):
     """Kills pg_restore when the run's time is up, even while a write to it is blocked."""
 
@@ -157,12 +137,6 @@ class _Watchdog(threading.Thread):
 
     def stop(self) -> None:
         self._done.set()
-
-
-def _error_lines(stderr: str) -> list[str]:
-    return [
-        line.strip() for line in stderr.splitlines() if "error:" in line.lower() or "fatal:" in line.lower()
-    ]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -224,7 +198,7 @@ def stream_restore(
     except OSError as exc:
         raise PgToolsError(f"cannot start {pg_restore.path}: {exc.strerror or exc}") from exc
     assert process.stdin is not None and process.stderr is not None
-    stderr = _StderrCollector(process.stderr)
+    stderr = StderrCollector(process.stderr, "pg_restore")
     stderr.start()
     watchdog = _Watchdog(process, remaining_seconds)
     watchdog.start()
@@ -308,7 +282,7 @@ def _wait(process: subprocess.Popen[bytes], watchdog: _Watchdog, started: float,
 
 
 def _judge_pg_restore(outcome: RestoreOutcome) -> None:
-    errors = _error_lines(outcome.pg_restore_stderr)
+    errors = error_lines(outcome.pg_restore_stderr)
     outcome.warnings = [
         line.strip() for line in outcome.pg_restore_stderr.splitlines() if "warning:" in line.lower()
     ][:5]
