@@ -38,7 +38,7 @@ demo: venv
 	$(BIN)/python infra/demo.py
 
 bench: venv
-	$(BIN)/python infra/bench/run.py
+	$(BIN)/python infra/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

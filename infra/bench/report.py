@@ -29,7 +29,7 @@ REPLICATION_SECONDS = 30.0
 GFS_SECONDS = 2.0
 IMPORT_SECONDS = 0.4
 
-CONTENDER_LABELS = {
+CONTENDER_LABELS: dict[str, str] = {
     "drsentry": "drsentry run backup",
     "seeds": "seeds: pg_dump | gzip > file; upload_file",
     "floor": "floor: pg_dump -Fc -Z0 > /dev/null",
@@ -225,7 +225,7 @@ def _seconds(summary: dict[str, Any], field: str = "wall_seconds") -> str:
 
 
 def contender_rows(document: dict[str, Any]) -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
     backup = document.get("backup", {}).get("summary", {})
     memory = document.get("memory", {}).get("summary", {})
     summaries = dict(backup)
@@ -241,7 +241,7 @@ def contender_rows(document: dict[str, Any]) -> list[list[str]]:
             pg_dump_peak = summary["main_peak_rss_bytes"]["max"]
         rows.append(
             [
-                CONTENDER_LABELS.get(name, name),
+                CONTENDER_LABELS.get(str(name), str(name)),
                 _seconds(summary),
                 f"{summary.get('mb_per_second', 0):.0f}",
                 _mb(summary["stored_bytes"]["median"]) if "stored_bytes" in summary else "-",
@@ -275,11 +275,11 @@ CONTENDER_HEADER = [
 
 
 def verify_rows(document: dict[str, Any]) -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
     for name, summary in document.get("verify", {}).get("summary", {}).items():
         rows.append(
             [
-                CONTENDER_LABELS.get(name, name),
+                CONTENDER_LABELS.get(str(name), str(name)),
                 _seconds(summary),
                 f"{summary['cpu_seconds']['median']:.1f}",
                 f"{summary['server_cpu_seconds']['median']:.1f}",
@@ -305,7 +305,7 @@ VERIFY_HEADER = [
 
 
 def cold_rows(document: dict[str, Any]) -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
     for name, handler in document.get("cold_start", {}).get("handlers", {}).items():
         medians = handler["median_seconds"]
         heaviest = handler["heaviest_imports_ms"]["bytecode"]
@@ -409,6 +409,12 @@ def _context(document: dict[str, Any]) -> list[str]:
             f"Python {versions['python']}, "
             f"zstandard {versions['zstandard']}, boto3 {versions['boto3']}, moto {versions['moto']}; "
             "S3 is moto's server on the same machine."
+            + (
+                f" drsentry compresses with zstd level {document['compression_level']} "
+                "(storage.compression_level)."
+                if document.get("compression_level")
+                else ""
+            )
         )
     return lines
 
@@ -447,7 +453,9 @@ NOTES = (
     "beforehand, into an empty database; creating and dropping that database is not timed.",
     'S3 is moto\'s server on the same 2 cores: its CPU ("CPU s moto") competes with the dump here and is '
     'off the machine in AWS. "CPU s others": what the machine spent on anything else meanwhile (other '
-    "users, the probe's own sampling), the noise gauge. The load average includes the bench's own processes.",
+    "users, the kernel writing dirty pages back, the probe's own sampling), the noise gauge; before each "
+    "sample the bench waits until the rest of the machine uses under 0.3 of a core. The load average "
+    "includes the bench's own processes.",
     "cold import: a fresh `python -S` importing `functions/<name>/app.py` from the layer with a Lambda "
     'environment (X-Ray tracing on). "as sam build ships it": no .pyc in the layer (aws-lambda-builders '
     "unpacks wheels without compiling, /opt is read-only), so every cold start compiles what it imports.",

