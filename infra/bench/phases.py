@@ -151,7 +151,7 @@ def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     timed(storage.MultipartWriter, "_submit", "multipart: wait for a free upload slot")
     timed(storage.MultipartWriter, "_upload_part", "upload_part (summed over threads)")
     timed(storage.MultipartWriter, "complete", COMPLETE)
-    timed(storage.ObjectStore, "replace_metadata", METADATA)
+    timed(storage.ObjectStore, "tag", TAGS)
     timed(storage.ObjectStore, "put_json", "manifest")
     timed(Notifier, "send", "notify (SNS, Slack)")
     return backup.run_scheduled_backup
@@ -190,9 +190,9 @@ def instrument_verify() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     return verify.run_scheduled_verify
 
 
-STREAM = "stream (pg_dump -> zstd -> S3), metadata"
+STREAM = "stream (pg_dump -> zstd -> S3), tags"
 COMPLETE = "complete upload (last parts, CompleteMultipartUpload)"
-METADATA = "metadata: copy object onto itself"
+TAGS = "tags: SHA-256 and size (PutObjectTagging)"
 
 
 def main() -> int:
@@ -235,7 +235,7 @@ def main() -> int:
                 "zstd write (compress, sha256, hand parts to upload)",
                 "zstd finish (last frame, flush)",
                 COMPLETE,
-                METADATA,
+                TAGS,
             )
         )
         other = TIMINGS.get(STREAM, [0.0, 0])[0] - inside

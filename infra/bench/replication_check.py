@@ -89,10 +89,10 @@ def synthetic_catalog(runtime: Any, backups: int) -> list[Any]:
         key, manifest_key = object_keys(config.storage.prefix, "app", backup_id)
         body = secrets.token_bytes(OBJECT_SIZE)
         sha256 = hashlib.sha256(body).hexdigest()
-        metadata = {"sha256": sha256, "size-bytes": str(len(body)), "backup-id": backup_id}
+        tags = f"sha256={sha256}&size-bytes={len(body)}"
         manifest = json.dumps({"backup_id": backup_id, "sha256": sha256}).encode()
         for s3, bucket in ((primary, config.storage.bucket), (replica, config.storage.replica.bucket)):
-            s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+            s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata={"backup-id": backup_id}, Tagging=tags)
             s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest)
         return BackupRecord(
             target="app",

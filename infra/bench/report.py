@@ -324,7 +324,7 @@ BACKUP_STEPS = (
     ("zstd write (compress, sha256, hand parts to upload)", "zstd + SHA-256 + handing parts to the upload"),
     ("stream other (waiting for pg_dump's output)", "waiting for pg_dump's output"),
     ("complete upload (last parts, CompleteMultipartUpload)", "last parts, CompleteMultipartUpload"),
-    ("metadata: copy object onto itself", "metadata: copying the object onto itself"),
+    ("tags: SHA-256 and size (PutObjectTagging)", "tags: SHA-256 and size (PutObjectTagging)"),
     ("upload_part (summed over threads)", "(upload_part, summed over the 2 upload threads)"),
 )
 VERIFY_STEPS = (

@@ -39,7 +39,7 @@ from drsentry.errors import BadInput
 from drsentry.events import scheduled_event
 from drsentry.records import BackupRecord, iso, new_backup_id, utc_now
 from drsentry.runtime import Runtime, build_runtime
-from drsentry.storage import MiB
+from drsentry.storage import MiB, object_tags
 from drsentry.verifications import VerificationRecord, verification_log
 
 pytestmark = pytest.mark.integration
@@ -83,12 +83,20 @@ def seed_backup(
         assert config.storage.replica is not None
         replica_s3 = runtime.clients.s3(config.storage.replica.region)
         manifest = json.dumps(record.model_dump()).encode()
-        metadata = {"sha256": sha256, "size-bytes": str(len(body)), "backup-id": backup_id, "target": "app"}
+        metadata = {"backup-id": backup_id, "target": "app"}
+        tagging = f"sha256={sha256}&size-bytes={len(body)}"
         for s3, bucket in (
             (runtime.store.s3, config.storage.bucket),
             (replica_s3, config.storage.replica.bucket),
         ):
-            s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata, ServerSideEncryption="AES256")
+            s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=body,
+                Metadata=metadata,
+                Tagging=tagging,
+                ServerSideEncryption="AES256",
+            )
             s3.put_object(Bucket=bucket, Key=manifest_key, Body=manifest, ServerSideEncryption="AES256")
         record = record.model_copy(
             update={
@@ -180,7 +188,7 @@ def test_real_backup_lands_in_the_archive_with_class_lock_and_checksum(
     head = clients.s3().head_object(Bucket=archive.bucket, Key=record.key)
     assert head["StorageClass"] == "DEEP_ARCHIVE"
     assert head["ContentLength"] == record.size_bytes
-    assert head["Metadata"]["sha256"] == record.sha256
+    assert head["Metadata"]["backup-id"] == record.backup_id  # (moto reads no tags of a DEEP_ARCHIVE object)
     assert head["ObjectLockMode"] == "COMPLIANCE"
     lock_days = (head["ObjectLockRetainUntilDate"] - datetime.now(UTC)).total_seconds() / 86400
     assert 2554.9 < lock_days <= 2555
@@ -198,7 +206,7 @@ def test_real_backup_lands_in_the_archive_with_class_lock_and_checksum(
     assert stored.archive["sha256"] == record.sha256
     assert stored.archive["lock_mode"] == "COMPLIANCE"
     assert stored.archive["retain_until"] == iso(head["ObjectLockRetainUntilDate"])
-    assert stored.archive["verified_by"] == "metadata"
+    assert stored.archive["verified_by"] == "tag"
     assert stored.archive["version_id"] == head["VersionId"]
     # and the archived dump cannot be read without a restore
     with pytest.raises(ClientError, match="InvalidObjectState"):
@@ -208,7 +216,9 @@ def test_real_backup_lands_in_the_archive_with_class_lock_and_checksum(
 def test_large_backup_is_copied_in_parts_and_still_locked(
     runtime: Runtime, clients: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a 12 MiB backup and a multipart threshold of 5 MiB (the path objects > 5 GB take)
+    # Given a 12 MiB backup and a multipart threshold of 5 MiB (the path objects > 5 GB take),
+    # archived to GLACIER_IR, whose tags can be read back here
+    runtime.config = with_archive(runtime.config, storage_class="GLACIER_IR")
     monkeypatch.setattr(
         archive_module,
         "COPY_TRANSFER",
@@ -220,28 +230,22 @@ def test_large_backup_is_copied_in_parts_and_still_locked(
     # When it is archived
     report = archive_target(runtime, "app")
 
-    # Then the copy came in parts, matches, and is locked even though a multipart copy on
+    # Then the copy came in parts, matches, carries the tags, and is locked even though a multipart copy on
     # this endpoint drops the lock (drsentry reads the lock back and sets it)
     assert report.ok and report.archived == 1, report
     archive = runtime.config.storage.archive
     head = clients.s3().head_object(Bucket=archive.bucket, Key=record.key)
     assert head["ETag"].strip('"').endswith("-3")
     assert head["ContentLength"] == len(body)
-    assert head["Metadata"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert object_tags(clients.s3(), archive.bucket, record.key)["sha256"] == hashlib.sha256(body).hexdigest()
     assert head["ObjectLockMode"] == "COMPLIANCE"
 
 
-def test_glacier_ir_copy_without_checksum_metadata_is_read_and_hashed(runtime: Runtime, clients: Any) -> None:
-    # Given GLACIER_IR (readable at once) and a primary object without sha256 metadata
+def test_glacier_ir_copy_without_checksum_tag_is_read_and_hashed(runtime: Runtime, clients: Any) -> None:
+    # Given GLACIER_IR (readable at once) and a primary object without its sha256 tag
     runtime.config = with_archive(runtime.config, storage_class="GLACIER_IR", lock_mode="GOVERNANCE")
     record = seed_backup(runtime, utc_now() - timedelta(minutes=5))
-    clients.s3().copy_object(
-        Bucket=record.bucket,
-        Key=record.key,
-        CopySource={"Bucket": record.bucket, "Key": record.key},
-        Metadata={},
-        MetadataDirective="REPLACE",
-    )
+    clients.s3().delete_object_tagging(Bucket=record.bucket, Key=record.key)
 
     report = archive_target(runtime, "app")
 

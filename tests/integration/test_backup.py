@@ -48,14 +48,25 @@ def test_stored_object_checksum_matches_record(source_db: str, make_config: Any,
     # When it is backed up
     record = backup_target(runtime, "app")
 
-    # Then the stored object's SHA-256 and size equal the record's, in metadata and manifest too
+    # Then the stored object's SHA-256 and size equal the record's, in its tags and manifest too
     assert record.status == "completed", record.error
     body = _download(clients, record.bucket, record.key)
     assert hashlib.sha256(body).hexdigest() == record.sha256
     assert len(body) == record.size_bytes
     head = clients.s3().head_object(Bucket=record.bucket, Key=record.key)
-    assert head["Metadata"]["sha256"] == record.sha256
-    assert head["Metadata"]["size-bytes"] == str(record.size_bytes)
+    tags = clients.s3().get_object_tagging(Bucket=record.bucket, Key=record.key, VersionId=head["VersionId"])
+    assert {tag["Key"]: tag["Value"] for tag in tags["TagSet"]} == {
+        "sha256": record.sha256,
+        "size-bytes": str(record.size_bytes),
+    }
+    assert head["Metadata"] == {"backup-id": record.backup_id, "target": "app", "compression": "zstd"}
+    # and the object was written once: one version, whose parts S3 checked against their CRC32
+    versions = clients.s3().list_object_versions(Bucket=record.bucket, Prefix=record.key)["Versions"]
+    assert [version["VersionId"] for version in versions] == [head["VersionId"]]
+    attributes = clients.s3().get_object_attributes(
+        Bucket=record.bucket, Key=record.key, ObjectAttributes=["Checksum", "ObjectParts"]
+    )
+    assert attributes["Checksum"]["ChecksumCRC32"]
     assert head["ServerSideEncryption"] in {"AES256", "aws:kms"}
     manifest = json.loads(_download(clients, record.bucket, record.manifest_key))
     assert manifest["sha256"] == record.sha256

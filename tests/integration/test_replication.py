@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from boto3.s3.transfer import TransferConfig
@@ -33,7 +34,7 @@ from drsentry.replication import (
     run_scheduled_replication_check,
 )
 from drsentry.runtime import Runtime, build_runtime
-from drsentry.storage import MiB
+from drsentry.storage import MiB, object_tags
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,7 +57,7 @@ def with_replica(config: Config, **changes: Any) -> Config:
 
 
 def synthetic_backup(runtime: Runtime, age: timedelta, body: bytes | None = None) -> BackupRecord:
-    """A completed backup as backup.py leaves it (object with metadata, manifest, record),
+    """A completed backup as backup.py leaves it (object with its tags, manifest, record),
     without pg_dump, `age` old."""
     config = runtime.config
     body = body if body is not None else secrets.token_bytes(4096)
@@ -69,7 +70,8 @@ def synthetic_backup(runtime: Runtime, age: timedelta, body: bytes | None = None
         Bucket=config.storage.bucket,
         Key=key,
         Body=body,
-        Metadata={"sha256": sha256, "size-bytes": str(len(body)), "backup-id": backup_id},
+        Metadata={"backup-id": backup_id},
+        Tagging=f"sha256={sha256}&size-bytes={len(body)}",
     )
     s3.put_object(Bucket=config.storage.bucket, Key=manifest_key, Body=b'{"format": "drsentry-backup/1"}')
     record = BackupRecord(
@@ -194,12 +196,13 @@ def test_fresh_backup_is_replicated_and_checked_ok(
     replicated = replicate_backup(runtime, record)
     report = check_replication(runtime, "app")
 
-    # Then the replica holds the same bytes, metadata and manifest, and everything says ok
+    # Then the replica holds the same bytes, metadata, tags and manifest, and everything says ok
     assert replicated.replica == "ok", replicated.replica_detail
     body = replica_s3(runtime).get_object(Bucket=replica_bucket(runtime), Key=record.key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == record.sha256
     head = replica_s3(runtime).head_object(Bucket=replica_bucket(runtime), Key=record.key)
-    assert head["Metadata"]["sha256"] == record.sha256
+    assert head["Metadata"]["backup-id"] == record.backup_id
+    assert object_tags(replica_s3(runtime), replica_bucket(runtime), record.key)["sha256"] == record.sha256
     assert head["ServerSideEncryption"] in {"AES256", "aws:kms"}
     manifest = replica_s3(runtime).get_object(Bucket=replica_bucket(runtime), Key=record.manifest_key)
     assert json.loads(manifest["Body"].read())["sha256"] == record.sha256
@@ -328,7 +331,13 @@ def test_large_object_multipart_copy_keeps_metadata_and_bytes(make_config: Any, 
     body = secrets.token_bytes(11 * MiB + 123)
     sha256 = hashlib.sha256(body).hexdigest()
     source = runtime.clients.s3(PRIMARY_REGION)
-    source.put_object(Bucket=config.storage.bucket, Key="big.dump", Body=body, Metadata={"sha256": sha256})
+    source.put_object(
+        Bucket=config.storage.bucket,
+        Key="big.dump",
+        Body=body,
+        Metadata={"backup-id": "b1"},
+        Tagging=f"sha256={sha256}",
+    )
 
     # When it is copied as copy mode copies a large dump
     copy_object(
@@ -341,9 +350,11 @@ def test_large_object_multipart_copy_keeps_metadata_and_bytes(make_config: Any, 
         transfer=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB),
     )
 
-    # Then the replica has the same bytes and keeps the metadata
+    # Then the replica has the same bytes and keeps the metadata and tags
     copied = replica_s3(runtime).get_object(Bucket=replica_bucket(runtime), Key="big.dump")
-    assert copied["Metadata"] == {"sha256": sha256}
+    assert copied["Metadata"] == {"backup-id": "b1"}
+    assert copied["ETag"].strip('"').endswith("-3")  # really copied in parts
+    assert object_tags(replica_s3(runtime), replica_bucket(runtime), "big.dump") == {"sha256": sha256}
     assert hashlib.sha256(copied["Body"].read()).hexdigest() == sha256
 
 
@@ -478,7 +489,11 @@ def test_crr_replicated_object_is_ok(make_config: Any, admin_dsn: str) -> None:
     for key in (record.key, record.manifest_key):
         source = runtime.clients.s3(PRIMARY_REGION).get_object(Bucket=record.bucket, Key=key)
         replica_s3(runtime).put_object(
-            Bucket=replica_bucket(runtime), Key=key, Body=source["Body"].read(), Metadata=source["Metadata"]
+            Bucket=replica_bucket(runtime),
+            Key=key,
+            Body=source["Body"].read(),
+            Metadata=source["Metadata"],
+            Tagging=urlencode(object_tags(runtime.clients.s3(PRIMARY_REGION), record.bucket, key)),
         )
     report_replication_status(runtime, "COMPLETED")
 

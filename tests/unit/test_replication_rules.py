@@ -45,17 +45,20 @@ REPLICA = ReplicaConfig(
 )
 
 
-def head(size: int = 100, sha256: str | None = SHA, **extra: Any) -> dict[str, Any]:
-    """A HEAD response as boto3 returns it."""
-    metadata = {"sha256": sha256, "size-bytes": str(size)} if sha256 else {}
-    return {"ContentLength": size, "Metadata": metadata, "VersionId": "v1", **extra}
+Headed = tuple[dict[str, Any], dict[str, str]]
+
+
+def head(size: int = 100, sha256: str | None = SHA, **extra: Any) -> Headed:
+    """A HEAD response as boto3 returns it, and the object's tags."""
+    tags = {"sha256": sha256, "size-bytes": str(size)} if sha256 else {}
+    return {"ContentLength": size, "Metadata": {"backup-id": "b1"}, "VersionId": "v1", **extra}, tags
 
 
 def judge(
-    replica: dict[str, Any] | None,
+    replica: Headed | None,
     *,
     mode: str = "copy",
-    source: dict[str, Any] | None = None,
+    source: Headed | None = None,
     age: float = 3600.0,
     manifest_present: bool | None = True,
     copy_error: str | None = None,
@@ -64,8 +67,8 @@ def judge(
         mode=mode,  # type: ignore[arg-type]
         expected_size=100,
         expected_sha256=SHA,
-        replica=object_facts(replica),
-        source=object_facts(source) if mode == "crr" else None,
+        replica=object_facts(*replica) if replica else object_facts(None),
+        source=object_facts(*source) if source and mode == "crr" else None,
         manifest_present=manifest_present if replica is not None else None,
         age_seconds=age,
         max_lag_seconds=MAX_LAG,
@@ -101,7 +104,7 @@ def test_lag_severity_never_decreases_with_age(first: float, second: float, max_
 
 
 def test_head_response_facts() -> None:
-    facts = object_facts(head(ReplicationStatus="PENDING"))
+    facts = object_facts(*head(ReplicationStatus="PENDING"))
     assert facts == ObjectFacts(
         exists=True, size_bytes=100, sha256=SHA, version_id="v1", replication_status="PENDING"
     )
@@ -174,9 +177,9 @@ def test_copy_mode_absent_replica(age: float, copy_error: str | None, state: str
 @pytest.mark.parametrize(
     ("facts", "changed", "expected"),
     [
-        (ObjectFacts(True, 100, SHA), False, False),  # metadata of an unchanged replica
-        (ObjectFacts(True, 100, None), False, True),  # no metadata
-        (ObjectFacts(True, 100, SHA), True, True),  # rewritten since verified: metadata may lie
+        (ObjectFacts(True, 100, SHA), False, False),  # tag of an unchanged replica
+        (ObjectFacts(True, 100, None), False, True),  # no tag
+        (ObjectFacts(True, 100, SHA), True, True),  # rewritten since verified: the tag may lie
         (ObjectFacts(True, 99, None), True, False),  # size already differs
         (ObjectFacts(False), True, False),
         (ObjectFacts(True, 100, SHA, sha256_read=True), True, False),
@@ -210,7 +213,7 @@ def test_when_a_replica_was_rewritten(
 def test_head_and_list_fingerprints_agree() -> None:
 
     listed = fingerprint_of('"abc"', datetime(2026, 11, 22, 18, 0, 0, 734000, tzinfo=UTC))
-    headed = object_facts(head(ETag='"abc"', LastModified=datetime(2026, 11, 22, 18, 0, 0, tzinfo=UTC)))
+    headed = object_facts(*head(ETag='"abc"', LastModified=datetime(2026, 11, 22, 18, 0, 0, tzinfo=UTC)))
     assert listed == headed.fingerprint == ("abc", "2026-11-22T18:00:00Z")
 
 

@@ -52,7 +52,7 @@ from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
 from drsentry.records import BackupRecord, RunNotice, iso
 from drsentry.runtime import Runtime
-from drsentry.storage import MiB, encryption_args
+from drsentry.storage import SHA256_TAG, MiB, copy_args, encryption_args, object_tags
 from drsentry.verifications import verification_log
 
 if TYPE_CHECKING:
@@ -280,15 +280,16 @@ class ArchiveRun:
                 f"s3://{record.bucket}/{record.key}: {source.get('ContentLength')} bytes, the catalog says "
                 f"{record.size_bytes}; not archiving a copy that does not match"
             )
-        source_sha256 = source.get("Metadata", {}).get("sha256")
+        source_tags = self._tags(record.bucket, record.key, source.get("VersionId"))
+        source_sha256 = source_tags.get(SHA256_TAG)
         if source_sha256 and source_sha256 != record.sha256:
             raise ArchiveFailed(
-                f"s3://{record.bucket}/{record.key}: SHA-256 metadata {source_sha256} differs from "
+                f"s3://{record.bucket}/{record.key}: SHA-256 tag {source_sha256} differs from "
                 f"the catalog's {record.sha256}; not archiving"
             )
         retain_until = (self.now + timedelta(days=archive.lock_days)).replace(microsecond=0)
         lock = bool(archive.lock_days)
-        # The source's own metadata only: a SHA-256 made up here would prove nothing later.
+        # The source's own tags only: a SHA-256 made up here would prove nothing later.
         metadata = {**source.get("Metadata", {}), "archived-from": f"s3://{record.bucket}/{record.key}"}
         self._copy(
             record.bucket,
@@ -300,12 +301,13 @@ class ArchiveRun:
                 "Metadata": metadata,
                 "MetadataDirective": "REPLACE",
                 "ContentType": source.get("ContentType") or "application/octet-stream",
+                **copy_args(source_tags),
             },
         )
         copy = self._head(archive.bucket, record.key) or {}
         version_id = copy.get("VersionId")
         try:
-            verified_by = self._check_copy(record, archive, copy)
+            verified_by = self._check_copy(record, archive, copy, source_sha256)
         except ArchiveFailed as exc:
             raise ArchiveFailed(f"{exc}{self._discard(archive.bucket, record.key, version_id)}") from exc
         if lock:
@@ -379,8 +381,12 @@ class ArchiveRun:
                 f"copying s3://{source_bucket}/{key} to s3://{bucket}/{key} failed: {_describe(exc)}"
             ) from exc
 
-    def _check_copy(self, record: BackupRecord, archive: ArchiveConfig, copy: dict[str, Any]) -> str:
-        """The archive copy's size, class and SHA-256 against the catalog; how the hash was checked."""
+    def _check_copy(
+        self, record: BackupRecord, archive: ArchiveConfig, copy: dict[str, Any], source_sha256: str | None
+    ) -> str:
+        """The archive copy's size and class against the catalog, and its SHA-256: the tag of
+        the exact source version copied server-side (already matched to the catalog), or,
+        without one, read from the copy. Returns how the hash was checked."""
         where = f"s3://{archive.bucket}/{record.key}"
         if not copy:
             raise ArchiveFailed(f"{where}: not there after the copy")
@@ -392,17 +398,10 @@ class ArchiveRun:
         storage_class = copy.get("StorageClass") or "STANDARD"
         if storage_class != archive.storage_class:
             raise ArchiveFailed(f"{where}: stored as {storage_class}, not {archive.storage_class}")
-        copy_sha256 = copy.get("Metadata", {}).get("sha256")
-        if copy_sha256:
-            if copy_sha256 != record.sha256:
-                raise ArchiveFailed(
-                    f"{where}: SHA-256 {copy_sha256} differs from the catalog's {record.sha256}"
-                )
-            return "metadata"
+        if source_sha256 == record.sha256:
+            return "tag"
         if storage_class not in READABLE_CLASSES:
-            raise ArchiveFailed(
-                f"{where}: no SHA-256 metadata, and {storage_class} cannot be read to check it"
-            )
+            raise ArchiveFailed(f"{where}: no SHA-256 tag, and {storage_class} cannot be read to check it")
         digest = hashlib.sha256()
         for chunk in self.runtime.store.iter_chunks(archive.bucket, record.key):
             digest.update(chunk)
@@ -519,6 +518,12 @@ class ArchiveRun:
                 if isinstance(exc, ClientError) and _error_code(exc) in REFUSED_CODES:
                     raise DeleteRefused(f"s3://{bucket}/{key}: delete refused: {_describe(exc)}") from exc
                 raise StorageError(f"s3://{bucket}/{key}: delete failed: {_describe(exc)}") from exc
+
+    def _tags(self, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
+        try:
+            return object_tags(self.s3, bucket, key, version_id)
+        except StorageError as exc:
+            raise ArchiveFailed(str(exc)) from exc
 
     def _head(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any] | None:
         if not version_id or version_id == "null":

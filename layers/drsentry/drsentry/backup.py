@@ -40,7 +40,7 @@ from drsentry.pgtools import (
 from drsentry.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
 from drsentry.replication import replicate_backup
 from drsentry.runtime import Runtime
-from drsentry.storage import StoredObject
+from drsentry.storage import StoredObject, checksum_tags
 
 READ_CHUNK = 1024 * 1024
 # Outside Lambda a run has no deadline; a crashed one's lock expires after this.
@@ -188,7 +188,12 @@ class BackupRun:
             "--no-password",
             f"--dbname={dsn_without_password}",
         ]
-        writer = self.runtime.store.writer(self.config.storage.bucket, self.key)
+        # What is known before the first byte is metadata; the SHA-256 and size become tags.
+        writer = self.runtime.store.writer(
+            self.config.storage.bucket,
+            self.key,
+            metadata={"backup-id": self.backup_id, "target": self.target.name, "compression": COMPRESSION},
+        )
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self._process = process
         assert process.stdout is not None and process.stderr is not None
@@ -225,19 +230,11 @@ class BackupRun:
         finally:
             process.stdout.close()
         try:
-            return self.runtime.store.replace_metadata(
-                stored,
-                {
-                    "sha256": stored.sha256,
-                    "size-bytes": str(stored.size_bytes),
-                    "backup-id": self.backup_id,
-                    "target": self.target.name,
-                    "compression": COMPRESSION,
-                },
-            )
+            self.runtime.store.tag(stored, checksum_tags(stored))
         except DrsentryError:
             self.runtime.store.delete_all_versions(stored.bucket, stored.key)
             raise
+        return stored
 
     def _pg_dump_failure(self, return_code: int, lines: list[str]) -> str:
         if return_code < 0:

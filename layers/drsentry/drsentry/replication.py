@@ -4,8 +4,8 @@ second copy is really there.
 Two modes (``storage.replica.mode``):
 
 - ``copy``: right after a backup completes, ``replicate_backup`` copies the dump and its
-  manifest server-side into the replica bucket (same keys), keeping the source's metadata,
-  then HEADs the copy and compares its size and SHA-256 with the backup record. The replica
+  manifest server-side into the replica bucket (same keys), keeping the source's metadata
+  and tags, then HEADs the copy and compares its size and SHA-256 with the backup record. The replica
   state (``ok`` | ``mismatch`` | ``failed``) and where it was checked go on the record. A
   failed copy never fails the backup: it is recorded and the replication check reports it.
 - ``crr``: S3 Cross-Region Replication copies; drsentry only checks.
@@ -42,12 +42,13 @@ Lag (``lag_severity``): a replica pending for at most ``max_lag`` is fine, up to
 minutes for 99.99% of objects and most replicate in seconds, so twice the tolerated lag
 means replication is stuck, not slow. The age is counted from the backup's finish.
 
-The SHA-256 of a replica comes from its ``sha256`` metadata, which the copy (and CRR)
-keeps. The object is read and hashed instead when the metadata is missing, or when the
-replica was written since it was verified (another ETag or last-modified time than the
-recorded ``replica_detail``; in crr mode also another version id than the source's, which
-CRR keeps): that is how a replica overwritten with other bytes is caught even if its
-metadata was copied along.
+The SHA-256 of a replica comes from its ``sha256`` tag (the backup tags the dump once its
+last byte is written), which the copy (and CRR) carries. The object is read and hashed
+instead when the tag is missing (a copy by another tool; a CRR replica made before the
+tag was set), or when the replica was written since it was verified (another ETag or
+last-modified time than the recorded ``replica_detail``; in crr mode also another version
+id than the source's, which CRR keeps): that is how a replica overwritten with other bytes
+is caught even if its tags were copied along.
 
 Bucket checks: versioning on both buckets (critical in crr mode, which requires it; a
 warning in copy mode, where it is what makes a deleted or overwritten copy recoverable),
@@ -84,7 +85,7 @@ from drsentry.events import parse_scheduled_event
 from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
 from drsentry.records import BackupRecord, RunNotice, Severity, iso, parse_iso
-from drsentry.storage import MiB, ObjectStore, encryption_args
+from drsentry.storage import SHA256_TAG, MiB, ObjectStore, copy_args, encryption_args, object_tags
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -129,7 +130,7 @@ class ObjectFacts:
 
     exists: bool
     size_bytes: int | None = None
-    # From the `sha256` metadata, or from reading the object when `sha256_read`.
+    # From the `sha256` tag, or from reading the object when `sha256_read`.
     sha256: str | None = None
     sha256_read: bool = False
     version_id: str | None = None
@@ -149,16 +150,16 @@ def fingerprint_of(etag: str | None, last_modified: datetime | None) -> Fingerpr
     return (etag.strip('"'), iso(last_modified))
 
 
-def object_facts(head: Mapping[str, Any] | None) -> ObjectFacts:
-    """The facts of a HEAD response (as boto3 returns it), or of an absent object (None)."""
+def object_facts(head: Mapping[str, Any] | None, tags: Mapping[str, str] | None = None) -> ObjectFacts:
+    """The facts of a HEAD response (as boto3 returns it) and the object's tags, or of an
+    absent object (None)."""
     if head is None:
         return ObjectFacts(exists=False)
-    metadata = head.get("Metadata") or {}
     size = head.get("ContentLength")
     return ObjectFacts(
         exists=True,
         size_bytes=int(size) if size is not None else None,
-        sha256=metadata.get("sha256") or None,
+        sha256=(tags or {}).get(SHA256_TAG) or None,
         version_id=head.get("VersionId"),
         fingerprint=fingerprint_of(head.get("ETag"), head.get("LastModified")),
         replication_status=head.get("ReplicationStatus"),
@@ -213,8 +214,8 @@ def replica_changed(replica: ObjectFacts, verified: Fingerprint | None, source: 
 
 
 def needs_reading(replica: ObjectFacts, expected_size: int | None, changed: bool) -> bool:
-    """Whether the replica must be read to know its SHA-256: its metadata is missing (a copy
-    by another tool) or cannot be trusted (the object was rewritten, metadata and all)."""
+    """Whether the replica must be read to know its SHA-256: its tag is missing (a copy by
+    another tool) or cannot be trusted (the object was rewritten, tags and all)."""
     if not replica.exists or replica.sha256_read:
         return False
     if expected_size is not None and replica.size_bytes != expected_size:
@@ -273,7 +274,7 @@ def judge_backup(
                 f"replica is {replica.size_bytes} bytes, the backup {expected_size} bytes",
             )
         if expected_sha256 and replica.sha256 and replica.sha256 != expected_sha256:
-            how = "read from the object" if replica.sha256_read else "from its metadata"
+            how = "read from the object" if replica.sha256_read else "from its tag"
             return Verdict(
                 "mismatch",
                 "critical",
@@ -530,6 +531,13 @@ def _head(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
         raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {exc}") from exc
 
 
+def _facts(s3: S3Client, bucket: str, key: str, head: dict[str, Any] | None) -> ObjectFacts:
+    """The facts of a HEADed object, with the tags of the version HEADed."""
+    if head is None:
+        return object_facts(None)
+    return object_facts(head, object_tags(s3, bucket, key, head.get("VersionId")))
+
+
 def _read_sha256(store: ObjectStore, bucket: str, key: str) -> str:
     digest = hashlib.sha256()
     for chunk in store.iter_chunks(bucket, key):
@@ -564,14 +572,15 @@ def copy_object(
     """Server-side copy of the current version of one object into the replica bucket.
 
     The copy is requested from the replica's region (cross-region copies go through the
-    destination's endpoint). The source's metadata is passed explicitly, so a multipart
-    copy keeps it whatever boto3 version the Lambda runtime carries.
+    destination's endpoint). The source's metadata and tags are passed explicitly, so a
+    multipart copy (which S3 gives neither) keeps them.
     """
     head = source_s3.head_object(Bucket=source_bucket, Key=key)
     copy_source = {"Bucket": source_bucket, "Key": key}
     if head.get("VersionId") and head["VersionId"] != "null":
         # The version HEADed is the version copied, even if the key changes meanwhile.
         copy_source["VersionId"] = head["VersionId"]
+    tags = object_tags(source_s3, source_bucket, key, head.get("VersionId"))
     replica_s3.copy(
         copy_source,  # type: ignore[arg-type]
         replica_bucket,
@@ -580,6 +589,7 @@ def copy_object(
             "Metadata": dict(head.get("Metadata") or {}),
             "MetadataDirective": "REPLACE",
             "ContentType": head.get("ContentType") or "application/octet-stream",
+            **copy_args(tags),
             **encryption_args(kms_key),
         },
         SourceClient=source_s3,
@@ -629,7 +639,7 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
         kms_key = replica_kms_key(runtime.config.storage.kms_key, replica.region)
         for key in (record.key, record.manifest_key):
             copy_object(source_s3, replica_s3, record.bucket, replica.bucket, key, kms_key=kms_key)
-        copied = object_facts(_head(replica_s3, replica.bucket, record.key))
+        copied = _facts(replica_s3, replica.bucket, record.key, _head(replica_s3, replica.bucket, record.key))
         copied = _establish_sha256(
             ObjectStore(replica_s3),
             replica.bucket,
@@ -828,7 +838,7 @@ class _ReplicaInspector:
     ) -> tuple[Verdict, ObjectFacts]:
         mode = self.replica.mode
         source = object_facts(_head(self.source_s3, record.bucket, record.key)) if mode == "crr" else None
-        replica = object_facts(self._replica_head(record.key))
+        replica = _facts(self.replica_s3, self.replica.bucket, record.key, self._replica_head(record.key))
         replica = _establish_sha256(
             self.replica_store,
             self.replica.bucket,

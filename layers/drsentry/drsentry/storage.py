@@ -13,7 +13,8 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -22,6 +23,7 @@ from drsentry.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import TagTypeDef
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -32,6 +34,11 @@ MAX_PART_SIZE = 5 * GiB
 MIN_PART_SIZE = 5 * MiB
 MAX_PARTS = 10_000
 UPLOADS_IN_FLIGHT = 2
+# S3 checks every part against its CRC32 on arrival and keeps a checksum of the whole
+# object; the SHA-256 of the whole dump is drsentry's own, stored as a tag and in the catalog.
+PART_CHECKSUM: Final = "CRC32"
+SHA256_TAG = "sha256"
+SIZE_TAG = "size-bytes"
 DOWNLOAD_CHUNK = 1 * MiB
 
 
@@ -60,6 +67,33 @@ def encryption_args(kms_key: str | None) -> dict[str, str]:
     return {"ServerSideEncryption": "AES256"}
 
 
+def checksum_tags(stored: StoredObject) -> dict[str, str]:
+    """The tags that let a copy be checked without reading it: SHA-256 and size of the bytes."""
+    return {SHA256_TAG: stored.sha256, SIZE_TAG: str(stored.size_bytes)}
+
+
+def tag_set(tags: dict[str, str]) -> list[TagTypeDef]:
+    return [{"Key": name, "Value": value} for name, value in tags.items()]
+
+
+def copy_args(tags: dict[str, str]) -> dict[str, str]:
+    """What a copy of a dump asks for: the source's tags, passed explicitly (a multipart
+    copy gets none otherwise), and a CRC32 of its own that S3 computes as it writes (a
+    dump's CRC32 is a checksum of part checksums, which a copy made of other parts lacks)."""
+    tagging = {"Tagging": urlencode(tags), "TaggingDirective": "REPLACE"} if tags else {}
+    return {**tagging, "ChecksumAlgorithm": PART_CHECKSUM}
+
+
+def object_tags(s3: S3Client, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+    """GetObjectTagging as a dict; StorageError naming the object when S3 would not say."""
+    version: dict[str, Any] = {"VersionId": version_id} if version_id and version_id != "null" else {}
+    try:
+        response = s3.get_object_tagging(Bucket=bucket, Key=key, **version)
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(f"s3://{bucket}/{key}: reading its tags failed: {_describe(exc)}") from exc
+    return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+
 @dataclass(frozen=True)
 class StoredObject:
     bucket: str
@@ -72,7 +106,7 @@ class StoredObject:
 class MultipartWriter:
     """A write-only stream into one S3 object, uploaded part by part as it is written.
 
-    ``complete(metadata)`` finishes it; ``abort()`` removes every uploaded part, so a
+    ``complete()`` finishes it; ``abort()`` removes every uploaded part, so a
     failed backup leaves no object behind. Memory holds at most the part being filled
     plus ``UPLOADS_IN_FLIGHT`` parts on their way.
     """
@@ -114,6 +148,7 @@ class MultipartWriter:
                     Key=self.key,
                     Metadata=self._metadata,
                     ContentType="application/octet-stream",
+                    ChecksumAlgorithm=PART_CHECKSUM,
                     **encryption_args(self._kms_key),  # type: ignore[arg-type]
                 )
             except (ClientError, BotoCoreError) as exc:
@@ -131,7 +166,8 @@ class MultipartWriter:
         self._buffer += chunk
         while len(self._buffer) >= part_size(self._next_part):
             size = part_size(self._next_part)
-            body = bytes(self._buffer[:size])
+            with memoryview(self._buffer) as view, view[:size] as head:
+                body = bytes(head)  # the one copy a part costs
             del self._buffer[:size]
             self._submit(body)
 
@@ -150,13 +186,21 @@ class MultipartWriter:
     def _upload_part(self, upload_id: str, part_number: int, body: bytes) -> dict[str, Any]:
         try:
             response = self.s3.upload_part(
-                Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=part_number, Body=body
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=upload_id,
+                PartNumber=part_number,
+                Body=body,
+                ChecksumAlgorithm=PART_CHECKSUM,
             )
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(
                 f"s3://{self.bucket}/{self.key}: part {part_number} failed: {_describe(exc)}"
             ) from exc
-        return {"PartNumber": part_number, "ETag": response["ETag"]}
+        part = {"PartNumber": part_number, "ETag": response["ETag"]}
+        if response.get("ChecksumCRC32"):
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
 
     def _raise_failed_part(self) -> None:
         for future in [f for f in self._pending if f.done()]:
@@ -244,37 +288,24 @@ class ObjectStore:
     def writer(self, bucket: str, key: str, metadata: dict[str, str] | None = None) -> MultipartWriter:
         return MultipartWriter(self.s3, bucket, key, kms_key=self.kms_key, metadata=metadata)
 
-    def replace_metadata(self, stored: StoredObject, metadata: dict[str, str]) -> StoredObject:
-        """Give a finished object its metadata (known only once every byte is written).
-
-        S3 sets metadata at upload start, before the SHA-256 exists, so the object is copied
-        onto itself (a server-side, multipart copy for objects over 5 GB) and the first
-        version is deleted, leaving one version with the metadata.
-        """
-        source: dict[str, str] = {"Bucket": stored.bucket, "Key": stored.key}
+    def tag(self, stored: StoredObject, tags: dict[str, str]) -> None:
+        """Tag the version just written with what is known only after its last byte
+        (the SHA-256, the size): one request, where metadata would need the object copied
+        onto itself."""
+        version: dict[str, Any] = {}
         if stored.version_id and stored.version_id != "null":
-            source["VersionId"] = stored.version_id
+            version["VersionId"] = stored.version_id
         try:
-            self.s3.copy(
-                source,  # type: ignore[arg-type]
-                stored.bucket,
-                stored.key,
-                ExtraArgs={
-                    "Metadata": metadata,
-                    "MetadataDirective": "REPLACE",
-                    "ContentType": "application/octet-stream",
-                    **encryption_args(self.kms_key),
-                },
+            self.s3.put_object_tagging(
+                Bucket=stored.bucket, Key=stored.key, Tagging={"TagSet": tag_set(tags)}, **version
             )
-            head = self.s3.head_object(Bucket=stored.bucket, Key=stored.key)
-            new_version = head.get("VersionId")
-            if stored.version_id and stored.version_id not in {"null", new_version}:
-                self.s3.delete_object(Bucket=stored.bucket, Key=stored.key, VersionId=stored.version_id)
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(
-                f"s3://{stored.bucket}/{stored.key}: setting metadata failed: {_describe(exc)}"
-            ) from exc
-        return StoredObject(stored.bucket, stored.key, stored.size_bytes, stored.sha256, new_version)
+            where = f"s3://{stored.bucket}/{stored.key}"
+            raise StorageError(f"{where}: tagging failed: {_describe(exc)}") from exc
+
+    def tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
+        """An object's tags (of one version when given); StorageError names the object."""
+        return object_tags(self.s3, bucket, key, version_id)
 
     def delete_all_versions(self, bucket: str, key: str) -> None:
         """Remove an object and every version of it (cleanup of a failed backup)."""
