@@ -3,8 +3,10 @@
 Shared by verify (into a scratch database) and ``drsentry restore`` (into the user's).
 One pass over the object does everything: every downloaded byte goes through the
 SHA-256 (never S3's ETag) and the zstd decoder, and the decoded archive is piped into
-``pg_restore --exit-on-error``. Nothing is staged on disk; memory holds one chunk and
-its decoded output.
+``pg_restore --exit-on-error``. Two threads share the work so pg_restore never waits for
+drsentry: the caller's downloads, hashes and decodes, a feeder thread writes to
+pg_restore's stdin (a 1 MiB pipe where Linux allows it). Nothing is staged on disk;
+memory holds one downloaded chunk and a bounded queue of decoded slices.
 
 A corrupt object must be *reported*, not crash the run, and reported precisely:
 - when zstd rejects the stream, or it ends mid-frame (a truncated object), the archive is
@@ -21,7 +23,9 @@ The password goes to pg_restore through ``PGPASSWORD``, never on its command lin
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import queue
 import re
 import subprocess
 import threading
@@ -38,6 +42,12 @@ from drsentry.pgtools import PgTool, StderrCollector, error_lines, pg_environmen
 from drsentry.runtime import no_deadline
 from drsentry.storage import ObjectStore
 
+# Decode 32 KiB of the object at a time: a highly compressible stretch (blank filler)
+# expands 100x or more, and one 1 MiB download chunk must not become one huge buffer.
+DECODE_SLICE = 32 * 1024
+# Decoded slices waiting for pg_restore: with the pipe, a few MiB of read-ahead.
+FEED_QUEUE_SLICES = 16
+PIPE_BYTES = 1024 * 1024
 STOP_GRACE_SECONDS = 10.0
 WATCHDOG_INTERVAL_SECONDS = 0.5
 # pg_restore's own words for an archive it cannot read (as opposed to SQL that fails).
@@ -95,11 +105,11 @@ class _ZstdFrames:
         self.frames = 0
         self._in_frame = False
 
-    def decompress(self, chunk: bytes) -> bytes:
-        output = bytearray()
+    def decompress(self, chunk: bytes | memoryview) -> bytes:
+        pieces: list[bytes] = []
         while chunk:
             self._in_frame = True
-            output += self._frame.decompress(chunk)
+            pieces.append(self._frame.decompress(chunk))
             if not self._frame.eof:
                 break
             # One frame ended; anything after it is the next frame (a multi-frame writer).
@@ -107,7 +117,7 @@ class _ZstdFrames:
             self._in_frame = False
             chunk = self._frame.unused_data
             self._frame = self._decompressor.decompressobj()
-        return bytes(output)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     @property
     def complete(self) -> bool:
@@ -160,6 +170,38 @@ def _write(process: subprocess.Popen[bytes], data: bytes) -> bool:
     return True
 
 
+class _Feeder(threading.Thread):
+    """Writes the decoded archive to pg_restore's stdin, so that downloading and decoding
+    the next chunk overlap with pg_restore reading this one. Once pg_restore has gone away
+    it keeps taking slices (and drops them), so the decoding side never blocks on it."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        super().__init__(daemon=True, name="pg_restore-feeder")
+        self._process = process
+        self._slices: queue.Queue[bytes | None] = queue.Queue(maxsize=FEED_QUEUE_SLICES)
+        self.feeding = True
+
+    def put(self, data: bytes) -> None:
+        self._slices.put(data)
+
+    def run(self) -> None:
+        while (data := self._slices.get()) is not None:
+            if self.feeding:
+                self.feeding = _write(self._process, data)
+
+    def finish(self) -> None:
+        """Wait until everything queued has been written (or dropped)."""
+        if self.is_alive():
+            self._slices.put(None)
+            self.join()
+
+
+def _widen_pipe(pipe: object) -> None:
+    """1 MiB instead of Linux's 64 KiB pipe: more read-ahead for pg_restore. Best effort."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
+
+
 def stream_restore(
     store: ObjectStore,
     bucket: str,
@@ -200,11 +242,13 @@ def stream_restore(
     assert process.stdin is not None and process.stderr is not None
     stderr = StderrCollector(process.stderr, "pg_restore")
     stderr.start()
+    _widen_pipe(process.stdin)
     watchdog = _Watchdog(process, remaining_seconds)
     watchdog.start()
+    feeder = _Feeder(process)
+    feeder.start()
     digest = hashlib.sha256()
     decoder = _ZstdFrames()
-    feeding = True
     try:
         for chunk in chunks:
             digest.update(chunk)
@@ -213,17 +257,10 @@ def stream_restore(
                 raise RestoreTimedOut(_timed_out(started, outcome.size_bytes))
             if outcome.archive_error is not None:
                 continue  # still hashing to the last byte, for the checksum check
-            try:
-                archive = decoder.decompress(chunk)
-            except zstandard.ZstdError as exc:
-                outcome.archive_error = (
-                    f"zstd stream is corrupt after {outcome.size_bytes:,} bytes of the object: {exc}"
-                )
-                feeding = False
+            outcome.archive_error = _decode(chunk, decoder, feeder, outcome.size_bytes)
+            if outcome.archive_error is not None:
                 _stop(process)
-                continue
-            if feeding and archive:
-                feeding = _write(process, archive)
+        feeder.finish()
         outcome.sha256 = digest.hexdigest()
         outcome.frames = decoder.frames
         if outcome.archive_error is None and not decoder.complete:
@@ -241,6 +278,7 @@ def stream_restore(
         _stop(process)
         raise
     finally:
+        feeder.finish()
         watchdog.stop()
         stderr.join(timeout=STOP_GRACE_SECONDS)
         process.stderr.close()
@@ -259,6 +297,19 @@ def stream_restore(
         },
     )
     return outcome
+
+
+def _decode(chunk: bytes, decoder: _ZstdFrames, feeder: _Feeder, size_bytes: int) -> str | None:
+    """Decode one downloaded chunk slice by slice into the feeder; the archive error, if any."""
+    view = memoryview(chunk)
+    for start in range(0, len(view), DECODE_SLICE):
+        try:
+            archive = decoder.decompress(view[start : start + DECODE_SLICE])
+        except zstandard.ZstdError as exc:
+            return f"zstd stream is corrupt after {size_bytes:,} bytes of the object: {exc}"
+        if archive and feeder.feeding:
+            feeder.put(archive)
+    return None
 
 
 def _timed_out(started: float, size_bytes: int) -> str:
