@@ -320,7 +320,7 @@ COLD_HEADER = ["handler import", "ms, as sam build ships it (no .pyc)", "ms, wit
 
 
 BACKUP_STEPS = (
-    ("facts: count(*) per table", "row counts in the dump's snapshot"),
+    ("facts: count(*) per table", "row counts in the dump's snapshot (beside pg_dump)"),
     ("zstd write (compress, sha256, hand parts to upload)", "zstd + SHA-256 + handing parts to the upload"),
     ("stream other (waiting for pg_dump's output)", "waiting for pg_dump's output"),
     ("complete upload (last parts, CompleteMultipartUpload)", "last parts, CompleteMultipartUpload"),

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import zstandard
 
+from drsentry import backup as backup_module
 from drsentry.backup import backup_target, run_scheduled_backup
 from drsentry.errors import BackupInProgress
 from drsentry.events import scheduled_event
@@ -223,6 +224,27 @@ def test_killed_pg_dump_leaves_no_object_and_a_failed_record(
     assert "pg_dump was killed by signal 9" in record.error
     stored = build_runtime(config).catalog.get_backup(record.backup_id)
     assert stored.status == "failed"
+
+
+def test_facts_failing_while_pg_dump_streams_leave_no_object(
+    source_db: str, make_config: Any, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a source whose facts query fails (here: refused) while pg_dump is streaming
+    config, _ = make_config(source_db)
+
+    def refused(conn: psycopg.Connection) -> None:
+        conn.execute("select 1")  # on the snapshot's connection, in its own thread
+        raise psycopg.errors.InsufficientPrivilege("permission denied for table secrets")
+
+    monkeypatch.setattr(backup_module, "read_facts", refused)
+
+    # When the backup runs
+    record = backup_target(build_runtime(config), "app")
+
+    # Then the dump is not kept: no object, no open upload, and the record names the cause
+    assert record.status == "failed"
+    assert "permission denied for table secrets" in (record.error or "")
+    _assert_no_trace(clients, record)
 
 
 def test_terminated_server_connection_leaves_no_object(

@@ -1,8 +1,8 @@
 """Backup: `pg_dump` streamed through zstd and SHA-256 into an S3 multipart upload.
 
-One REPEATABLE READ transaction exports a snapshot; the row counts, functions, RLS
-policies and schema fingerprint are read in that snapshot and pg_dump dumps the same
-snapshot (``--snapshot``), so the manifest describes exactly what the dump holds.
+One REPEATABLE READ transaction exports a snapshot; pg_dump dumps that snapshot
+(``--snapshot``) while the transaction reads the row counts, functions, RLS policies and
+schema fingerprint in it, so the manifest describes exactly what the dump holds.
 pg_dump writes its custom format uncompressed (``-Z0``) and drsentry compresses it with
 multi-threaded zstd: pg_dump's own gzip is single-threaded and the slowest part of a dump.
 Nothing is staged on disk; memory is bounded by the upload's part buffers.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from drsentry.errors import BackupFailed, BackupInProgress, CatalogError, Catalo
 from drsentry.events import parse_scheduled_event
 from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
-from drsentry.pgmeta import DatabaseFacts, read_facts
+from drsentry.pgmeta import DatabaseFacts, read_facts, server_version
 from drsentry.pgtools import (
     PgTool,
     StderrCollector,
@@ -169,15 +170,23 @@ class BackupRun:
             conn.execute("set local row_security = off")
             snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
             assert snapshot_row is not None
-            facts = read_facts(conn)
-            require_compatible(pg_dump, facts.server_version)
+            require_compatible(pg_dump, server_version(conn))
             self._check_time()
-            stored = self._stream_dump(pg_dump, str(snapshot_row[0]))
+            # The facts are read in the snapshot while pg_dump dumps it: counting every row
+            # takes about as long as scanning the database, and need not come first.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backup-facts") as pool:
+                reading = pool.submit(read_facts, conn)
+                try:
+                    stored = self._stream_dump(pg_dump, str(snapshot_row[0]), reading)
+                except BaseException:
+                    conn.cancel_safe()  # the dump failed: stop counting
+                    raise
+                facts = reading.result()
             conn.execute("commit")
         self._conn = None
         return DumpOutcome(stored=stored, pg_dump=pg_dump, facts=facts)
 
-    def _stream_dump(self, pg_dump: PgTool, snapshot: str) -> StoredObject:
+    def _stream_dump(self, pg_dump: PgTool, snapshot: str, facts: Future[DatabaseFacts]) -> StoredObject:
         dsn_without_password, env = pg_environment(self._dsn, "drsentry-pg_dump")
         command = [
             str(pg_dump.path),
@@ -222,6 +231,7 @@ class BackupRun:
                 raise BackupFailed(self._pg_dump_failure(return_code, errors or stderr.text.splitlines()))
             if writer.size_bytes == 0:
                 raise BackupFailed("pg_dump produced no output")
+            facts.result()  # a backup whose facts could not be read is not completed
             stored = writer.complete()
         except BaseException:
             self._stop(process)
