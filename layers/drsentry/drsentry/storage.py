@@ -125,7 +125,9 @@ class MultipartWriter:
         self.key = key
         self._kms_key = kms_key
         self._metadata = metadata or {}
-        self._buffer = bytearray()
+        # The part being filled; once full it is handed to the upload as it is (no copy)
+        # and the next part starts empty, so a small object never holds a whole part size.
+        self._part = bytearray()
         self._sha256 = hashlib.sha256()
         self._size = 0
         self._next_part = 1
@@ -163,15 +165,16 @@ class MultipartWriter:
             raise StorageError(f"s3://{self.bucket}/{self.key}: write after close")
         self._sha256.update(chunk)
         self._size += len(chunk)
-        self._buffer += chunk
-        while len(self._buffer) >= part_size(self._next_part):
-            size = part_size(self._next_part)
-            with memoryview(self._buffer) as view, view[:size] as head:
-                body = bytes(head)  # the one copy a part costs
-            del self._buffer[:size]
-            self._submit(body)
+        view = memoryview(chunk)
+        while view:
+            taken = view[: part_size(self._next_part) - len(self._part)]
+            self._part += taken
+            view = view[len(taken) :]
+            if len(self._part) == part_size(self._next_part):
+                body, self._part = self._part, bytearray()
+                self._submit(body)
 
-    def _submit(self, body: bytes) -> None:
+    def _submit(self, body: bytes | bytearray) -> None:
         upload_id = self._start()
         self._raise_failed_part()
         part_number = self._next_part
@@ -183,14 +186,14 @@ class MultipartWriter:
         future.add_done_callback(lambda _done: self._slots.release())
         self._pending.append(future)
 
-    def _upload_part(self, upload_id: str, part_number: int, body: bytes) -> dict[str, Any]:
+    def _upload_part(self, upload_id: str, part_number: int, body: bytes | bytearray) -> dict[str, Any]:
         try:
             response = self.s3.upload_part(
                 Bucket=self.bucket,
                 Key=self.key,
                 UploadId=upload_id,
                 PartNumber=part_number,
-                Body=body,
+                Body=body,  # type: ignore[arg-type]  # botocore takes a bytearray; the stubs say bytes
                 ChecksumAlgorithm=PART_CHECKSUM,
             )
         except (ClientError, BotoCoreError) as exc:
@@ -209,10 +212,9 @@ class MultipartWriter:
 
     def complete(self) -> StoredObject:
         """Upload what is buffered and finish the object. The caller aborts on error."""
-        if self._buffer or self.upload_id is None:
+        if self._part or self.upload_id is None:
             # The last part may be smaller than 5 MiB; an empty dump still makes one part.
-            body = bytes(self._buffer)
-            self._buffer.clear()
+            body, self._part = self._part, bytearray()
             self._submit(body)
         for future in self._pending:
             self._parts.append(future.result())
@@ -252,7 +254,7 @@ class MultipartWriter:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
-        self._buffer.clear()
+        self._part = bytearray()
         if self.upload_id is None:
             return
         try:
