@@ -1,19 +1,20 @@
 """Cold start: the shared layer's size and each handler module's import time from that layer.
 
-The layer is built the way its recipe says (``pip install --target`` of
-``layers/drsentry/requirements.txt`` and the package) into a temporary directory; its size
-is measured unzipped and as the zip Lambda receives (everything under ``python/``).
+The layer is built by its recipe (``layers/drsentry/Makefile``, what ``sam build`` runs:
+the Linux wheels for CPython 3.11 and the package, compiled to unchecked-hash ``.pyc``)
+into a temporary directory; its size is measured unzipped and as the zip Lambda receives
+(everything under ``python/``).
 
 Each handler (``functions/<name>/app.py``) is then imported by a fresh interpreter that
 sees only the standard library, the function's folder and the layer (``python -S``,
 ``PYTHONPATH``), with the environment a Lambda function of the template has (X-Ray
 tracing on, Powertools settings), and the import alone is timed. Two cases:
 
-- ``bytecode``: the layer's ``.pyc`` files exist (pip compiled them at install);
-- ``source``: a copy of the layer without ``.pyc`` files, and none written (the standard
-  library keeps its own): what a layer from ``sam build`` holds, since aws-lambda-builders
-  unpacks the wheels without compiling them, and ``/opt`` is read-only, so every cold
-  start compiles everything it imports from the layer.
+- ``bytecode``: the layer as built, with its ``.pyc`` files: what the functions import;
+- ``source``: a copy without ``.pyc`` files, and none written (the standard library keeps
+  its own): what SAM's default Python build (aws-lambda-builders unpacks the wheels
+  without compiling them) would ship; ``/opt`` is read-only, so every cold start would
+  compile everything it imports from the layer. For comparison only.
 
     .venv/bin/python infra/bench/cold_start.py [--repeat 5]
 """
@@ -56,31 +57,17 @@ def handler_names() -> list[str]:
 
 
 def build_layer(into: Path) -> Path:
-    """`pip install --target` of the layer's requirements and the package; returns the `python/` dir."""
-    source = into / "source"
-    (source / "layers").mkdir(parents=True)
-    shutil.copy2(REPO / "pyproject.toml", source / "pyproject.toml")
-    shutil.copy2(REPO / "README.md", source / "README.md")
-    shutil.copytree(
-        LAYER_SOURCE / "drsentry", source / "layers" / "drsentry" / "drsentry",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )  # fmt: skip
-    target = into / "python"
-    installed = subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "--target", str(target),
-            "--requirement", str(LAYER_SOURCE / "requirements.txt"), str(source),
-        ],
+    """The layer as `sam build` makes it (layers/drsentry/Makefile); returns its `python/` dir."""
+    built = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(LAYER_SOURCE), "build-DrsentryLayer",
+         f"ARTIFACTS_DIR={into}", f"PYTHON={sys.executable}"],
         capture_output=True,
         text=True,
         check=False,
     )  # fmt: skip
-    if installed.returncode != 0:
-        raise RuntimeError(f"building the layer failed:\n{installed.stderr[-3000:]}")
-    # Console scripts and the build's metadata are not part of what a function imports.
-    shutil.rmtree(target / "bin", ignore_errors=True)
-    return target
+    if built.returncode != 0:
+        raise RuntimeError(f"building the layer failed:\n{built.stderr[-3000:]}")
+    return into / "python"
 
 
 def _tree_bytes(root: Path, *, with_bytecode: bool = True) -> int:

@@ -296,9 +296,15 @@ def test_layers_are_built_from_their_folders(sam: Json) -> None:
         f"layers/{folder}" for folder in folders
     }
     drsentry_layer = layers["DrsentryLayer"]
-    assert drsentry_layer["Metadata"]["BuildMethod"] == sam["Globals"]["Function"]["Runtime"]
+    assert drsentry_layer["Metadata"]["BuildMethod"] == "makefile"
     assert (LAYERS_DIR / "drsentry" / "requirements.txt").is_file()
     assert (LAYERS_DIR / "drsentry" / "drsentry" / "__init__.py").is_file()
+    recipe = (LAYERS_DIR / "drsentry" / "Makefile").read_text()
+    assert re.search(r"^build-DrsentryLayer:", recipe, re.MULTILINE)
+    # the bytecode it compiles is for the functions' Python
+    runtime = re.search(r"^RUNTIME_VERSION := (\S+)$", recipe, re.MULTILINE)
+    assert runtime is not None and sam["Globals"]["Function"]["Runtime"] == f"python{runtime[1]}"
+    assert drsentry_layer["Properties"]["CompatibleRuntimes"] == [sam["Globals"]["Function"]["Runtime"]]
     pgtools = layers["PgToolsLayer"]
     assert pgtools["Metadata"]["BuildMethod"] == "makefile"
     makefile = (LAYERS_DIR / "pgtools" / "Makefile").read_text()

@@ -67,7 +67,11 @@ METRIC_NAMES: frozenset[str] = frozenset(
 
 # Logs go to stderr so that `--json` output on stdout stays one clean document.
 logger = Logger(service=SERVICE, stream=sys.stderr)
-tracer = Tracer(service=SERVICE)
+# X-Ray traces the AWS calls (botocore) and other HTTP (httplib: the Slack webhook). Left
+# to itself it would import and patch every library it knows, psycopg included, costing
+# the functions that never touch PostgreSQL 40 ms of each cold start.
+TRACED_MODULES = ("botocore", "httplib")
+tracer = Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from slack_sdk.errors import SlackClientError
-from slack_sdk.webhook import WebhookClient
-
 from drsentry import observability as obs
 from drsentry.config import format_duration
 from drsentry.errors import CredentialsError, DrsentryError
@@ -314,6 +311,10 @@ class SlackWebhook:
         return f"SlackWebhook(timeout={self.timeout})"
 
     def post(self, payload: dict[str, Any]) -> None:
+        # Imported here: most runs post nothing to Slack, and slack_sdk costs 15 ms of a cold start.
+        from slack_sdk.errors import SlackClientError
+        from slack_sdk.webhook import WebhookClient
+
         # slack_sdk types timeout as int, but urllib takes any float; tests use sub-second ones.
         client = WebhookClient(self.url, timeout=self.timeout, logger=_SLACK_SDK_LOGGER)  # type: ignore[arg-type]
         try:
