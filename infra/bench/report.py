@@ -497,7 +497,7 @@ def markdown(document: dict[str, Any], result_path: str) -> str:
     ]
     if layer:
         parts += [
-            f"Shared layer (`pip install --target`, requirements and package): "
+            f"Shared layer (built by `layers/drsentry/Makefile`, with .pyc): "
             f"{layer['unzipped_bytes'] / MiB:.0f} MiB unzipped, "
             f"{layer['zipped_bytes'] / MiB:.0f} MiB zipped; "
             f"without .pyc {layer['unzipped_bytes_without_pyc'] / MiB:.0f} MiB / "

@@ -6,7 +6,8 @@ import os
 
 import zstandard
 
-from drsentry.restore import DECODE_SLICE, _decode, _ZstdFrames
+from drsentry.restore import DECODE_SLICE, _decode, _ZstdFrames, session_options
+from drsentry.verify import SCRATCH_SESSION_SETTINGS
 
 
 class Sink:
@@ -72,3 +73,12 @@ def test_nothing_is_handed_over_once_pg_restore_has_gone() -> None:
     assert _decode(_frames(os.urandom(DECODE_SLICE)), decoder, sink, 0) is None
 
     assert sink.slices == [] and decoder.complete
+
+
+def test_restore_session_settings_come_before_the_callers_own() -> None:
+    options = session_options(SCRATCH_SESSION_SETTINGS, "-c maintenance_work_mem=1GB")
+
+    assert options == (
+        "-c maintenance_work_mem=256MB -c synchronous_commit=off -c maintenance_work_mem=1GB"
+    )  # PostgreSQL applies them in order: the caller's setting wins
+    assert session_options({}, "") == ""

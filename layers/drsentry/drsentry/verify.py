@@ -65,7 +65,7 @@ from drsentry.idempotency import once_per_event
 from drsentry.observability import logger
 from drsentry.pgtools import PgTool, find_tool, major_version
 from drsentry.records import BackupRecord, RunNotice, Severity, iso, parse_iso
-from drsentry.restore import RestoreOutcome, RestoreTimedOut, stream_restore
+from drsentry.restore import RESTORE_SESSION_SETTINGS, RestoreOutcome, RestoreTimedOut, stream_restore
 from drsentry.runtime import Runtime
 from drsentry.verifications import (
     Check,
@@ -91,6 +91,8 @@ DRIFT_LOOKBACK = 200
 # A scratch server need not have the source's tablespaces or security label providers,
 # and a restored subscription must never start pulling from the source's publisher.
 RESTORE_OPTIONS = ("--no-tablespaces", "--no-subscriptions", "--no-security-labels")
+# The scratch database is dropped after the checks: its commits need not wait for the disk.
+SCRATCH_SESSION_SETTINGS = {**RESTORE_SESSION_SETTINGS, "synchronous_commit": "off"}
 
 CHECK_OBJECT = "object checksum"
 CHECK_ARCHIVE = "archive readable"
@@ -576,6 +578,7 @@ class VerificationRun:
                 restored_dsn,
                 pg_restore,
                 options=RESTORE_OPTIONS,
+                session_settings=SCRATCH_SESSION_SETTINGS,
                 remaining_seconds=self._remaining,
                 application_name=APPLICATION_NAME,
             )
