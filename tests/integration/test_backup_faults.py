@@ -32,7 +32,7 @@ def proxy(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultP
 
 @pytest.fixture
 def big_source(source_db: str) -> str:
-    """Enough data for several 8 MiB upload parts."""
+    """Enough data for several 6 MiB upload parts."""
     with psycopg.connect(source_db, autocommit=True) as conn:
         conn.execute(
             "create table payload as select g as id, md5(random()::text) || md5(random()::text) as a"

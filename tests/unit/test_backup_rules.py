@@ -77,7 +77,7 @@ def test_part_sizes_are_within_s3_limits() -> None:
     assert min(sizes) >= MIN_PART_SIZE
     assert max(sizes) <= MAX_PART_SIZE
     assert sizes == sorted(sizes)
-    assert part_size(1) == 8 * 1024 * 1024  # small dumps keep memory small
+    assert part_size(1) == 6 * 1024 * 1024  # small dumps keep memory small
     assert part_size(1000) == part_size(1)
     assert part_size(1001) == 2 * part_size(1)
 

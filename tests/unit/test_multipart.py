@@ -39,7 +39,7 @@ def test_writes_of_odd_sizes_make_exact_parts_and_the_same_bytes(s3: Any) -> Non
     # When the upload completes
     stored = writer.complete()
 
-    # Then the object is the data, in three parts (8 MiB, 8 MiB, the rest), checksummed
+    # Then the object is the data, in three parts (two full ones and the rest), checksummed
     body = s3.get_object(Bucket=BUCKET, Key="dump")["Body"].read()
     assert body == data
     assert stored.size_bytes == len(data)
@@ -66,3 +66,13 @@ def test_abort_leaves_no_object_and_no_upload(s3: Any) -> None:
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     with pytest.raises(StorageError, match="write after close"):
         writer.write(b"x")
+
+
+def test_large_buffers_are_kept_off_the_heap_where_the_c_library_is_glibc() -> None:
+    import platform
+
+    from drsentry.runtime import keep_large_buffers_off_the_heap
+
+    is_glibc = platform.libc_ver()[0] == "glibc"
+    assert keep_large_buffers_off_the_heap() is is_glibc
+    assert keep_large_buffers_off_the_heap() is is_glibc  # setting it again is harmless

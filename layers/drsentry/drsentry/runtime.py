@@ -6,6 +6,7 @@ same way, so every capability runs unchanged in each of them.
 
 from __future__ import annotations
 
+import ctypes
 import time
 import uuid
 from collections.abc import Callable
@@ -45,9 +46,29 @@ class Runtime:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+# glibc's malloc gives a freed large block back to the heap and raises its mmap threshold
+# to that block's size (up to 32 MiB), so later multi-MiB buffers (upload parts, decoded
+# slices) are carved out of the heap, which keeps its high-water mark. A fixed threshold
+# keeps each of them in its own mapping, returned to the OS when freed; the 1 MiB read
+# chunks stay on the heap. Benchmark database backup: peak RSS 134 -> 128 MiB, growth
+# from the small database +9% -> +6%, for about 0.1 CPU-s.
+M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 2 * 1024 * 1024
+
+
+def keep_large_buffers_off_the_heap() -> bool:
+    """Set glibc's mmap threshold; False where the C library is not glibc (nothing to do)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES))
+
+
 def build_runtime(
     config: Config, *, clients: AwsClients | None = None, lambda_context: Any = None
 ) -> Runtime:
+    keep_large_buffers_off_the_heap()
     clients = clients or AwsClients(config.storage.region)
     runtime = Runtime(
         config=config,

@@ -1,8 +1,9 @@
 """The object storage port: streaming multipart uploads, checksummed downloads, manifests.
 
-Part sizes grow with the upload: 8 MiB for the first 1,000 parts, then doubling every
+Part sizes grow with the upload: 6 MiB for the first 1,000 parts, then doubling every
 1,000 parts (capped at S3's 5 GiB). Small and medium dumps keep memory at a few parts of
-8 MiB; a 1 TiB dump still fits in 7,000 parts, far below S3's 10,000-part limit.
+6 MiB; a 1 TiB dump fits in 7,400 parts and S3's largest object (5 TiB) in its
+10,000-part limit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 TiB = 1024 * GiB
-BASE_PART_SIZE = 8 * MiB
+BASE_PART_SIZE = 6 * MiB
 PARTS_PER_STEP = 1000
 MAX_PART_SIZE = 5 * GiB
 MIN_PART_SIZE = 5 * MiB
@@ -43,7 +44,7 @@ DOWNLOAD_CHUNK = 1 * MiB
 
 
 def part_size(part_number: int) -> int:
-    """Size of 1-based part `part_number`: 8 MiB, doubling every 1,000 parts."""
+    """Size of 1-based part `part_number`: 6 MiB, doubling every 1,000 parts."""
     if not 1 <= part_number <= MAX_PARTS:
         raise ValueError(f"part number {part_number} outside 1..{MAX_PARTS}")
     return min(BASE_PART_SIZE << ((part_number - 1) // PARTS_PER_STEP), MAX_PART_SIZE)
