@@ -450,7 +450,9 @@ NOTES = (
     "seeds: plain `pg_dump DSN | gzip > file` (gzip -6), then boto3's `upload_file` (default transfer "
     "settings) to the same endpoint. floor: `pg_dump -Fc -Z0 > /dev/null`, no compression, no upload.",
     "verify floor: `pg_restore` with verify's options, of the same backup's archive decompressed to a file "
-    "beforehand, into an empty database; creating and dropping that database is not timed.",
+    "beforehand, into an empty database, with the server's default settings (drsentry's own restore "
+    "session sets maintenance_work_mem=256MB, and synchronous_commit=off for the scratch database); "
+    "creating and dropping that database is not timed.",
     'S3 is moto\'s server on the same 2 cores: its CPU ("CPU s moto") competes with the dump here and is '
     'off the machine in AWS. "CPU s others": what the machine spent on anything else meanwhile (other '
     "users, the kernel writing dirty pages back, the probe's own sampling), the noise gauge; before each "
