@@ -306,10 +306,6 @@ class ObjectStore:
             where = f"s3://{stored.bucket}/{stored.key}"
             raise StorageError(f"{where}: tagging failed: {_describe(exc)}") from exc
 
-    def tags(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, str]:
-        """An object's tags (of one version when given); StorageError names the object."""
-        return object_tags(self.s3, bucket, key, version_id)
-
     def delete_all_versions(self, bucket: str, key: str) -> None:
         """Remove an object and every version of it (cleanup of a failed backup)."""
         try:
