@@ -51,7 +51,7 @@ class Runtime:
 # slices) are carved out of the heap, which keeps its high-water mark. A fixed threshold
 # keeps each of them in its own mapping, returned to the OS when freed; the 1 MiB read
 # chunks stay on the heap. Benchmark database backup: peak RSS 134 -> 128 MiB, growth
-# from the small database +9% -> +6%, for about 0.1 CPU-s.
+# from the small database +9% -> +2%, for at most a few tenths of a CPU-second.
 M_MMAP_THRESHOLD = -3
 LARGE_BUFFER_BYTES = 2 * 1024 * 1024
 
