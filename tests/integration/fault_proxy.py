@@ -171,6 +171,11 @@ def s3_complete_upload(request: Request) -> bool:
     return request.method == "POST" and "uploadId=" in request.path
 
 
+def s3_put_tagging(request: Request) -> bool:
+    query = urlparse(request.path).query
+    return request.method == "PUT" and "tagging" in query.split("&")
+
+
 def dynamodb(operation: str, containing: bytes = b"") -> Callable[[Request], bool]:
     def matches(request: Request) -> bool:
         return request.amz_target.endswith(f".{operation}") and containing in request.body

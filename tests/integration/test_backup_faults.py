@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from fault_proxy import FaultProxy, Rule, dynamodb, s3_complete_upload, s3_upload_part
+from fault_proxy import FaultProxy, Rule, dynamodb, s3_complete_upload, s3_put_tagging, s3_upload_part
 from typer.testing import CliRunner
 
 from drsentry.aws import AwsClients
@@ -112,6 +112,23 @@ def test_failed_completion_aborts_the_upload(
     assert record.status == "failed"
     assert "completing upload failed" in record.error
     assert _nothing_left(clients, config.storage.bucket)
+
+
+def test_failed_tagging_removes_the_completed_object(
+    source_db: str, make_config: Any, proxy: FaultProxy, clients: Any
+) -> None:
+    # Given S3 refusing to tag the finished dump with its SHA-256 (retries included)
+    config, _ = make_config(source_db)
+    rule = proxy.add(Rule(s3_put_tagging, "status", status=500))
+
+    record = backup_target(_runtime(config), "app")
+
+    # Then no untagged dump stays behind: every version is deleted and the run is failed
+    assert rule.applied >= FEW_ATTEMPTS  # retried before giving up
+    assert record.status == "failed"
+    assert "tagging failed" in (record.error or "")
+    assert _nothing_left(clients, config.storage.bucket)
+    assert _runtime(config).catalog.get_backup(record.backup_id).status == "failed"
 
 
 def test_latency_does_not_break_the_backup(
