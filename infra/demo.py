@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from drsentry.errors import DrsentryError
+from drsentry.core.errors import DrsentryError
 from drsentry.local import stack
 
 # The cycle, in order: every step must run and exit 0 for the demo to succeed.

@@ -6,10 +6,13 @@ catalog table and topic (unique names), so tests do not see each other's objects
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,17 +80,35 @@ def aws_endpoint() -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def server_directory(name: str) -> Iterator[Path]:
+    """A directory for a server the tests start, outside pytest's temporary root.
+
+    As root, the embedded PostgreSQL runs as another system user, which must be able to
+    reach its data directory for as long as it runs. Every pytest session re-applies mode
+    0700 to its shared root (/tmp/pytest-of-<user>), so a server kept under it by one
+    session PANICs (`pg_control: Permission denied`) the moment a second session starts.
+    """
+    directory = Path(tempfile.mkdtemp(prefix=f"drsentry-test-{name}-"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pg_server() -> Iterator[Any]:
     from drsentry.local import embedded_pg
 
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
-    server = embedded_pg.start(data_dir)
-    KNOWN_SECRETS.add(server.password)
-    try:
-        yield server
-    finally:
-        embedded_pg.stop(data_dir)
+    with server_directory("pg") as directory:
+        data_dir = directory / "data"
+        server = embedded_pg.start(data_dir)
+        KNOWN_SECRETS.add(server.password)
+        try:
+            yield server
+        finally:
+            embedded_pg.stop(data_dir)
 
 
 @pytest.fixture
@@ -108,7 +129,7 @@ def source_db(admin_dsn: str) -> Iterator[str]:
 
 @pytest.fixture
 def clients(aws_endpoint: str) -> Any:
-    from drsentry.aws import AwsClients
+    from drsentry.adapters.aws import AwsClients
 
     return AwsClients(PRIMARY_REGION)
 
@@ -119,7 +140,7 @@ ConfigFactory = Callable[..., Any]
 @pytest.fixture
 def make_config(clients: Any, admin_dsn: str, tmp_path: Path) -> ConfigFactory:
     """Build a Config whose AWS resources exist on the moto server; returns (config, path)."""
-    from drsentry.config import dump_config, parse_config
+    from drsentry.core.config import dump_config, parse_config
     from drsentry.local.provision import provision
 
     def factory(source_dsn: str, **target_overrides: Any) -> Any:

@@ -5,9 +5,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from drsentry.backup import run_scheduled_backup
-from drsentry.lambda_support import lambda_runtime
-from drsentry.observability import logger, metrics, tracer
+from drsentry.core.observability import logger, metrics, tracer
+from drsentry.jobs.backup.job import run_scheduled_backup
+from drsentry.jobs.lambda_container import lambda_runtime
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)

@@ -8,9 +8,9 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.parser.models import SnsModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from drsentry.lambda_support import lambda_runtime
-from drsentry.notify import TopicOutcome, handle_topic_message
-from drsentry.observability import logger, metrics, tracer
+from drsentry.core.observability import logger, metrics, tracer
+from drsentry.jobs.lambda_container import lambda_runtime
+from drsentry.jobs.notify.job import TopicOutcome, handle_topic_message
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -5,9 +5,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from drsentry.lambda_support import lambda_runtime
-from drsentry.observability import logger, metrics, tracer
-from drsentry.replication import run_scheduled_replication_check
+from drsentry.core.observability import logger, metrics, tracer
+from drsentry.jobs.lambda_container import lambda_runtime
+from drsentry.jobs.replication.job import run_scheduled_replication_check
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)

@@ -6,9 +6,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from drsentry.lambda_support import lambda_runtime
-from drsentry.observability import logger, metrics, tracer
-from drsentry.verify import run_scheduled_verify
+from drsentry.core.observability import logger, metrics, tracer
+from drsentry.jobs.lambda_container import lambda_runtime
+from drsentry.jobs.verify.job import run_scheduled_verify
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
-from drsentry.config import RetentionConfig
-from drsentry.gfs import plan_retention
-from drsentry.records import BackupRecord, iso
+from drsentry.core.config import RetentionConfig
+from drsentry.core.gfs import plan_retention
+from drsentry.core.records import BackupRecord, iso
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INTERVAL = timedelta(minutes=20)

@@ -127,10 +127,12 @@ def _timed_chunks(iterate: Callable[..., Iterator[bytes]]) -> Callable[..., Iter
 def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     import zstandard
 
-    from drsentry import backup, pgmeta, storage
-    from drsentry.catalog import Catalog
-    from drsentry.credentials import Credentials
-    from drsentry.notify import Notifier
+    from drsentry.adapters import buckets as storage
+    from drsentry.adapters import pgmeta
+    from drsentry.adapters.catalog import Catalog
+    from drsentry.adapters.secrets import Credentials
+    from drsentry.jobs.backup import job as backup
+    from drsentry.jobs.notify.job import Notifier
 
     timed(backup, "run_scheduled_backup", "total (run_scheduled_backup)")
     timed(backup, "backup_target", "backup_target")
@@ -158,9 +160,12 @@ def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
 
 
 def instrument_verify() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
-    from drsentry import pgmeta, restore, storage, verify
-    from drsentry.catalog import Catalog
-    from drsentry.notify import Notifier
+    from drsentry.adapters import buckets as storage
+    from drsentry.adapters import pgmeta
+    from drsentry.adapters import restore_stream as restore
+    from drsentry.adapters.catalog import Catalog
+    from drsentry.jobs.notify.job import Notifier
+    from drsentry.jobs.verify import job as verify
 
     timed(verify, "run_scheduled_verify", "total (run_scheduled_verify)")
     timed(Catalog, "acquire_lock", "catalog: lock")
@@ -204,9 +209,9 @@ def main() -> int:
     started_main = time.time()
     interpreter_seconds = started_main - psutil.Process().create_time()
     began = time.perf_counter()
-    from drsentry.config import load_config
-    from drsentry.events import scheduled_event
-    from drsentry.runtime import build_runtime
+    from drsentry.core.config import load_config
+    from drsentry.core.events import scheduled_event
+    from drsentry.jobs.runtime import build_runtime
 
     run_scheduled = instrument_backup() if args.capability == "backup" else instrument_verify()
     imports_seconds = time.perf_counter() - began

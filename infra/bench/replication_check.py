@@ -56,7 +56,7 @@ def local_aws_environment(endpoint: str) -> None:
 
 
 def bench_config() -> Any:
-    from drsentry.config import parse_config
+    from drsentry.core.config import parse_config
 
     suffix = secrets.token_hex(4)
     raw = {
@@ -74,8 +74,8 @@ def bench_config() -> Any:
 
 def synthetic_catalog(runtime: Any, backups: int) -> list[Any]:
     """N completed backups, one a minute going back from now, objects in both buckets."""
-    from drsentry.backup import object_keys
-    from drsentry.records import BackupRecord, iso, new_backup_id
+    from drsentry.core.records import BackupRecord, iso, new_backup_id
+    from drsentry.jobs.backup.job import object_keys
 
     config = runtime.config
     primary = runtime.clients.s3(PRIMARY_REGION)
@@ -117,7 +117,7 @@ def synthetic_catalog(runtime: Any, backups: int) -> list[Any]:
 
 
 def write_records(runtime: Any, records: list[Any]) -> None:
-    from drsentry.catalog import to_item
+    from drsentry.adapters.catalog import to_item
 
     dynamodb = runtime.clients.dynamodb
     items = []
@@ -132,7 +132,7 @@ def write_records(runtime: Any, records: list[Any]) -> None:
 
 
 def timed_check(runtime: Any) -> tuple[float, Any]:
-    from drsentry.replication import check_replication
+    from drsentry.jobs.replication.job import check_replication
 
     started = time.perf_counter()
     report = check_replication(runtime, "app")
@@ -140,7 +140,7 @@ def timed_check(runtime: Any) -> tuple[float, Any]:
 
 
 def timed_catalog_listing(runtime: Any) -> float:
-    from drsentry.replication import WINDOW, backups_in_window
+    from drsentry.jobs.replication.job import WINDOW, backups_in_window
 
     started = time.perf_counter()
     backups_in_window(runtime, "app", runtime.clock() - WINDOW)
@@ -164,9 +164,9 @@ def main() -> int:
         import logging
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        from drsentry.jobs.replication.job import HEAD_CONCURRENCY
+        from drsentry.jobs.runtime import build_runtime
         from drsentry.local.provision import provision
-        from drsentry.replication import HEAD_CONCURRENCY
-        from drsentry.runtime import build_runtime
 
         config = bench_config()
         runtime = build_runtime(config)

@@ -51,9 +51,9 @@ import zstandard
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from drsentry.config import parse_config
+from drsentry.adapters.pgtools import embedded_bin_dir
+from drsentry.core.config import parse_config
 from drsentry.local import stack
-from drsentry.pgtools import embedded_bin_dir
 
 warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
 

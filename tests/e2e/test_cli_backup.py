@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from drsentry.events import scheduled_event
+from drsentry.core.events import scheduled_event
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).parents[2]
 
 def drsentry(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from drsentry.cli import main; main()", *args],
+        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -138,7 +138,7 @@ def test_bad_config_exits_2_with_one_line_naming_the_field(tmp_path: Path, text:
 def test_missing_config_exits_2() -> None:
     env = {key: value for key, value in os.environ.items() if key != "DRSENTRY_CONFIG"}
     run = subprocess.run(
-        [sys.executable, "-c", "from drsentry.cli import main; main()", "status"],
+        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", "status"],
         capture_output=True,
         text=True,
         env=env,
@@ -200,7 +200,7 @@ def lambda_env(source_db: str, make_config: Any, clients: Any, monkeypatch: pyte
 
 
 def test_backup_handler_runs_a_scheduled_event(lambda_env: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from drsentry.runtime import build_runtime
+    from drsentry.jobs.runtime import build_runtime
 
     handler = _load_handler("backup")
     result = handler(scheduled_event(), FakeLambdaContext())
@@ -220,7 +220,7 @@ def test_backup_handler_runs_a_scheduled_event(lambda_env: Any, capsys: pytest.C
 
 
 def test_backup_handler_refuses_an_event_of_the_wrong_shape(lambda_env: Any) -> None:
-    from drsentry.errors import BadInput
+    from drsentry.core.errors import BadInput
 
     handler = _load_handler("backup")
     with pytest.raises(BadInput, match="event: "):
@@ -228,7 +228,7 @@ def test_backup_handler_refuses_an_event_of_the_wrong_shape(lambda_env: Any) -> 
 
 
 def test_backup_handler_retried_event_does_not_double(lambda_env: Any) -> None:
-    from drsentry.runtime import build_runtime
+    from drsentry.jobs.runtime import build_runtime
 
     handler = _load_handler("backup")
     event = scheduled_event()

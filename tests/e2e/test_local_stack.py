@@ -21,9 +21,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from drsentry.aws import AwsClients
-from drsentry.config import load_config
-from drsentry.errors import BadInput
+from conftest import server_directory
+from drsentry.adapters.aws import AwsClients
+from drsentry.core.config import load_config
+from drsentry.core.errors import BadInput
 from drsentry.local import stack
 from drsentry.local.sample import SAMPLE_FUNCTION, SAMPLE_TABLES, with_dbname
 
@@ -33,20 +34,20 @@ _AWS_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "A
 
 
 @pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def state_dir() -> Iterator[Path]:
     saved_env = {name: os.environ.get(name) for name in _AWS_ENV}
-    directory = tmp_path_factory.mktemp("local-stack")
-    try:
-        stack.up(directory)
-        yield directory
-    finally:
-        stack.down(directory)
-        # `up` points this process's boto3 at its moto server; other tests bring their own.
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with server_directory("local-stack") as directory:
+        try:
+            stack.up(directory)
+            yield directory
+        finally:
+            stack.down(directory)
+            # `up` points this process's boto3 at its moto server; other tests bring their own.
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

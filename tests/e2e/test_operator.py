@@ -21,8 +21,8 @@ import yaml
 from psycopg import sql
 from typer.testing import CliRunner
 
-from drsentry.cli import app
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
+from drsentry.operator.cli import app
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def drsentry(*args: str) -> Invocation:
 
 def write_config(directory: Path, clients: Any, source_dsn: str, admin_dsn: str, **verify: Any) -> Path:
     """A configuration whose buckets, table and topic exist on the moto server (as conftest's)."""
-    from drsentry.config import dump_config, parse_config
+    from drsentry.core.config import dump_config, parse_config
     from drsentry.local.provision import provision
 
     suffix = secrets.token_hex(4)
@@ -97,7 +97,7 @@ def catalog_record(config: Path, backup: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(aws_endpoint: str, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from drsentry.aws import AwsClients
+    from drsentry.adapters.aws import AwsClients
 
     admin_dsn = str(pg_server.dsn("postgres"))
     source_name = f"opsrc_{secrets.token_hex(3)}"
@@ -122,7 +122,7 @@ def new_db(stack: Stack) -> Iterator[tuple[str, str]]:
 
 
 def counts(dsn: str) -> dict[str, int]:
-    from drsentry.pgmeta import count_rows
+    from drsentry.adapters.pgmeta import count_rows
 
     with psycopg.connect(dsn) as conn:
         conn.execute("set row_security = off")
@@ -275,7 +275,7 @@ def test_checksum_mismatch_exits_1_and_restores_nothing(
     stack: Stack, new_db: tuple[str, str], mode: list[str]
 ) -> None:
     # Given a backup whose object was overwritten by another, perfectly readable, backup
-    from drsentry.aws import AwsClients
+    from drsentry.adapters.aws import AwsClients
 
     taken = drsentry("run", "backup", "--config", str(stack.config), "--json")
     assert taken.exit_code == 0, taken.stderr

@@ -25,11 +25,11 @@ import yaml
 from typer.testing import CliRunner
 
 # Imported before any CliRunner swaps stderr: Powertools' Logger keeps the stream it was created with.
-import drsentry.observability  # noqa: F401
-from drsentry.cli import app
-from drsentry.config import SmokeCheck, dump_config, parse_config
+import drsentry.core.observability  # noqa: F401
+from drsentry.core.config import SmokeCheck, dump_config, parse_config
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
-from drsentry.smoke import run_http_check
+from drsentry.operator.cli import app
+from drsentry.operator.smoke import run_http_check
 
 pytestmark = pytest.mark.e2e
 
@@ -102,7 +102,7 @@ def drsentry(*args: str) -> Invocation:
 
 @pytest.fixture(scope="module")
 def stack(aws_endpoint: str, pg_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from drsentry.aws import AwsClients
+    from drsentry.adapters.aws import AwsClients
     from drsentry.local.provision import provision
 
     admin_dsn = str(pg_server.dsn("postgres"))

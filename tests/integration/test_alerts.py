@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from conftest import KNOWN_SECRETS
-from drsentry.aws import AwsClients
-from drsentry.config import Config, dump_config, parse_config
+from drsentry.adapters.aws import AwsClients
+from drsentry.core.config import Config, dump_config, parse_config
+from drsentry.core.observability import logger as drsentry_logger
+from drsentry.core.records import RunNotice
+from drsentry.jobs.notify.job import Notifier, handle_topic_message
 from drsentry.local.provision import provision
 from drsentry.local.slack_sink import SlackSink
-from drsentry.notify import Notifier, handle_topic_message
-from drsentry.observability import logger as drsentry_logger
-from drsentry.records import RunNotice
 
 pytestmark = pytest.mark.integration
 

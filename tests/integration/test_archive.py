@@ -22,8 +22,14 @@ import pytest
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
-from drsentry import archive as archive_module
-from drsentry.archive import (
+from drsentry.adapters.buckets import MiB, object_tags
+from drsentry.adapters.verification_log import VerificationRecord, verification_log
+from drsentry.core.config import Config, dump_config
+from drsentry.core.errors import BadInput
+from drsentry.core.events import scheduled_event
+from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
+from drsentry.jobs.archive import job as archive_module
+from drsentry.jobs.archive.job import (
     ArchiveNotReadable,
     archive_readable,
     archive_target,
@@ -32,15 +38,9 @@ from drsentry.archive import (
     request_archive_restore,
     run_scheduled_archive,
 )
-from drsentry.backup import backup_target, object_keys
-from drsentry.cli import app
-from drsentry.config import Config, dump_config
-from drsentry.errors import BadInput
-from drsentry.events import scheduled_event
-from drsentry.records import BackupRecord, iso, new_backup_id, utc_now
-from drsentry.runtime import Runtime, build_runtime
-from drsentry.storage import MiB, object_tags
-from drsentry.verifications import VerificationRecord, verification_log
+from drsentry.jobs.backup.job import backup_target, object_keys
+from drsentry.jobs.runtime import Runtime, build_runtime
+from drsentry.operator.cli import app
 
 pytestmark = pytest.mark.integration
 

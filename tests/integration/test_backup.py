@@ -15,13 +15,13 @@ import psycopg
 import pytest
 import zstandard
 
-from drsentry import backup as backup_module
-from drsentry.backup import backup_target, run_scheduled_backup
-from drsentry.errors import BackupInProgress
-from drsentry.events import scheduled_event
+from drsentry.adapters.pgtools import find_tool
+from drsentry.core.errors import BackupInProgress
+from drsentry.core.events import scheduled_event
+from drsentry.jobs.backup import job as backup_module
+from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
+from drsentry.jobs.runtime import build_runtime
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
-from drsentry.pgtools import find_tool
-from drsentry.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -419,7 +419,7 @@ def test_update_backup_sets_and_removes_fields(source_db: str, make_config: Any)
 
 
 def test_update_of_unknown_backup_is_refused(source_db: str, make_config: Any) -> None:
-    from drsentry.errors import BackupNotFound
+    from drsentry.core.errors import BackupNotFound
 
     config, _ = make_config(source_db)
     runtime = build_runtime(config)

@@ -12,12 +12,12 @@ import pytest
 from fault_proxy import FaultProxy, Rule, dynamodb, s3_complete_upload, s3_put_tagging, s3_upload_part
 from typer.testing import CliRunner
 
-from drsentry.aws import AwsClients
-from drsentry.backup import backup_target, run_scheduled_backup
-from drsentry.cli import app
-from drsentry.errors import CatalogWriteFailed
-from drsentry.events import scheduled_event
-from drsentry.runtime import build_runtime
+from drsentry.adapters.aws import AwsClients
+from drsentry.core.errors import CatalogWriteFailed
+from drsentry.core.events import scheduled_event
+from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
+from drsentry.jobs.runtime import build_runtime
+from drsentry.operator.cli import app
 
 pytestmark = pytest.mark.integration
 FEW_ATTEMPTS = 3

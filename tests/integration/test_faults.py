@@ -13,12 +13,12 @@ import pytest
 from fault_proxy import FaultProxy, Rule
 from psycopg import sql
 
-from drsentry.backup import backup_target
-from drsentry.credentials import dsn_from_secret
-from drsentry.errors import CredentialsError
+from drsentry.adapters.secrets import dsn_from_secret
+from drsentry.core.errors import CredentialsError
+from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.runtime import build_runtime
+from drsentry.jobs.verify.job import verify_target
 from drsentry.local.sample import with_dbname
-from drsentry.runtime import build_runtime
-from drsentry.verify import verify_target
 
 pytestmark = pytest.mark.integration
 
@@ -200,8 +200,8 @@ def test_dsn_secret_that_is_not_json_is_a_failed_backup(
 def test_backup_blocked_by_a_table_lock_is_stopped_before_the_deadline(
     source_db: str, make_config: Any, clients: Any
 ) -> None:
-    from drsentry.backup import TIMEOUT_MARGIN_SECONDS
-    from drsentry.runtime import monotonic_deadline
+    from drsentry.core.deadlines import monotonic_deadline
+    from drsentry.jobs.backup.job import TIMEOUT_MARGIN_SECONDS
 
     # Given a migration holding an exclusive lock on a table, and a Lambda with little time
     config, _ = make_config(source_db)

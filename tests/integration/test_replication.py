@@ -20,12 +20,12 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from typer.testing import CliRunner
 
-from drsentry.backup import backup_target, object_keys
-from drsentry.cli import app
-from drsentry.config import Config, dump_config
-from drsentry.events import scheduled_event
-from drsentry.records import BackupRecord, iso, new_backup_id, utc_now
-from drsentry.replication import (
+from drsentry.adapters.buckets import MiB, object_tags
+from drsentry.core.config import Config, dump_config
+from drsentry.core.events import scheduled_event
+from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
+from drsentry.jobs.backup.job import backup_target, object_keys
+from drsentry.jobs.replication.job import (
     ReplicationReport,
     check_replication,
     copy_object,
@@ -33,8 +33,8 @@ from drsentry.replication import (
     replicate_backup,
     run_scheduled_replication_check,
 )
-from drsentry.runtime import Runtime, build_runtime
-from drsentry.storage import MiB, object_tags
+from drsentry.jobs.runtime import Runtime, build_runtime
+from drsentry.operator.cli import app
 
 pytestmark = [
     pytest.mark.integration,

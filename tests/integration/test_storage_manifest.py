@@ -27,18 +27,18 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from drsentry.aws import AwsClients
-from drsentry.backup import backup_target
-from drsentry.bucket_manifest import storage_manifest_key, write_manifest
-from drsentry.cli import app
-from drsentry.config import BucketConfig, Config, dump_config, parse_config
+from drsentry.adapters.aws import AwsClients
+from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.verification_log import Check, VerificationRecord
+from drsentry.core.config import BucketConfig, Config, dump_config, parse_config
+from drsentry.core.records import BackupRecord, RunNotice
+from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.runtime import Runtime, build_runtime
+from drsentry.jobs.storage_manifest import storage_manifest_key, write_manifest
+from drsentry.jobs.verify.job import verify_target
 from drsentry.local.provision import provision
 from drsentry.local.sample import create_sample_database, drop_database
-from drsentry.records import BackupRecord, RunNotice
-from drsentry.runtime import Runtime, build_runtime
-from drsentry.storage import ObjectStore
-from drsentry.verifications import Check, VerificationRecord
-from drsentry.verify import verify_target
+from drsentry.operator.cli import app
 
 pytestmark = pytest.mark.integration
 

@@ -17,16 +17,22 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from drsentry.backup import backup_target
-from drsentry.cli import app
+from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.pgtools import find_tool
+from drsentry.adapters.restore_stream import RestoreTimedOut, stream_restore
+from drsentry.adapters.verification_log import VerificationLog, VerificationRecord, verification_log
+from drsentry.core.deadlines import monotonic_deadline
+from drsentry.core.records import BackupRecord
+from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.runtime import Runtime, build_runtime
+from drsentry.jobs.verify.job import (
+    TIMEOUT_MARGIN_SECONDS,
+    scratch_database_name,
+    verify_backup,
+    verify_target,
+)
 from drsentry.local.embedded_pg import free_port
-from drsentry.pgtools import find_tool
-from drsentry.records import BackupRecord
-from drsentry.restore import RestoreTimedOut, stream_restore
-from drsentry.runtime import Runtime, build_runtime, monotonic_deadline
-from drsentry.storage import ObjectStore
-from drsentry.verifications import VerificationLog, VerificationRecord, verification_log
-from drsentry.verify import TIMEOUT_MARGIN_SECONDS, scratch_database_name, verify_backup, verify_target
+from drsentry.operator.cli import app
 
 pytestmark = pytest.mark.integration
 
@@ -287,7 +293,7 @@ def test_false_warning_assertion_gives_warning_and_says_which_and_why(
     config, _ = make_config(source_db, **verify_section(admin_dsn, assertions=assertions))
     runtime = build_runtime(config)
     backup = backup_target(runtime, "app")
-    monkeypatch.setattr("drsentry.verify.ASSERTION_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr("drsentry.jobs.verify.job.ASSERTION_TIMEOUT_SECONDS", 1.0)
 
     # When it is verified
     record = verify_backup(runtime, "app", backup)

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drsentry.backup import object_keys
-from drsentry.errors import BackupNotFound, PgToolsError
-from drsentry.gfs import assign_tier
-from drsentry.pgtools import PgTool, error_lines, require_compatible
-from drsentry.records import check_backup_id, new_backup_id
-from drsentry.storage import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, TiB, capacity, part_size
+from drsentry.adapters.buckets import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, TiB, capacity, part_size
+from drsentry.adapters.pgtools import PgTool, error_lines, require_compatible
+from drsentry.core.errors import BackupNotFound, PgToolsError
+from drsentry.core.gfs import assign_tier
+from drsentry.core.records import check_backup_id, new_backup_id
+from drsentry.jobs.backup.job import object_keys
 
 
 def at(text: str) -> datetime:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from drsentry.config import (
+from drsentry.core.config import (
     dump_config,
     format_duration,
     load_config,
@@ -16,7 +16,7 @@ from drsentry.config import (
     parse_duration,
     parse_size,
 )
-from drsentry.errors import ConfigError, UnknownTarget
+from drsentry.core.errors import ConfigError, UnknownTarget
 
 CONTRACT_EXAMPLE = """
 rpo: 1h
@@ -195,7 +195,7 @@ def test_layer_requirements_match_pyproject() -> None:
 def test_dsn_from_an_rds_secret_requires_tls_unless_told_otherwise() -> None:
     from psycopg.conninfo import conninfo_to_dict
 
-    from drsentry.credentials import dsn_from_secret
+    from drsentry.adapters.secrets import dsn_from_secret
 
     secret = {"host": "db.example", "port": 5432, "username": "app", "password": "pw", "dbname": "app"}
     assert conninfo_to_dict(dsn_from_secret(secret, "s"))["sslmode"] == "require"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from drsentry.errors import BadInput
-from drsentry.masking import (
+from drsentry.core.errors import BadInput
+from drsentry.operator.masking import (
     ColumnRule,
     TableRule,
     load_rules,

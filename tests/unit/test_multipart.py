@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from drsentry.aws import AwsClients
-from drsentry.errors import StorageError
-from drsentry.storage import MiB, MultipartWriter, part_size
+from drsentry.adapters.aws import AwsClients
+from drsentry.adapters.buckets import MiB, MultipartWriter, part_size
+from drsentry.core.errors import StorageError
 
 BUCKET = "drsentry-multipart-test"
 
@@ -71,7 +71,7 @@ def test_abort_leaves_no_object_and_no_upload(s3: Any) -> None:
 def test_large_buffers_are_kept_off_the_heap_where_the_c_library_is_glibc() -> None:
     import platform
 
-    from drsentry.runtime import keep_large_buffers_off_the_heap
+    from drsentry.jobs.runtime import keep_large_buffers_off_the_heap
 
     is_glibc = platform.libc_ver()[0] == "glibc"
     assert keep_large_buffers_off_the_heap() is is_glibc

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from drsentry.errors import CredentialsError
-from drsentry.notify import (
+from drsentry.adapters.slack import SlackWebhook, format_alarm, format_notice, human_duration, webhook_url
+from drsentry.core.errors import CredentialsError
+from drsentry.core.records import RunNotice, iso
+from drsentry.jobs.notify.job import (
     AlertState,
     decide,
     handle_topic_message,
     next_state,
     sns_subject,
 )
-from drsentry.records import RunNotice, iso
-from drsentry.slack import SlackWebhook, format_alarm, format_notice, human_duration, webhook_url
 
 NOW = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 SIX_HOURS = timedelta(hours=6)
@@ -357,7 +357,7 @@ class SecretStub:
 
 
 def notifications(**fields: Any) -> Any:
-    from drsentry.config import NotificationsConfig
+    from drsentry.core.config import NotificationsConfig
 
     return NotificationsConfig.model_validate(fields)
 

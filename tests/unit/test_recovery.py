@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from drsentry.records import BackupRecord
-from drsentry.recovery import (
+from drsentry.core.records import BackupRecord
+from drsentry.operator.recovery import (
     HOLD_BACK_BYTES,
     ChecksumMismatch,
     NoProgress,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drsentry.config import ReplicaConfig
-from drsentry.errors import StorageError
-from drsentry.replication import (
+from drsentry.core.config import ReplicaConfig
+from drsentry.core.errors import StorageError
+from drsentry.jobs.replication.job import (
     MAX_LISTED,
     BackupCheck,
     ListedObject,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from drsentry.drill import DrillReport, HistoryPoint, drill_status
-from drsentry.drill_report import (
+from drsentry.adapters.verification_log import Check
+from drsentry.operator.drill import DrillReport, HistoryPoint, drill_status
+from drsentry.operator.drill_report import (
     axis_top,
     format_seconds,
     nice_step,
@@ -18,8 +19,7 @@ from drsentry.drill_report import (
     text_bar,
     write_report,
 )
-from drsentry.status import rpo_level
-from drsentry.verifications import Check
+from drsentry.operator.status import rpo_level
 
 
 def report(**changes: object) -> DrillReport:

@@ -6,8 +6,8 @@ import os
 
 import zstandard
 
-from drsentry.restore import DECODE_SLICE, _decode, _ZstdFrames, session_options
-from drsentry.verify import SCRATCH_SESSION_SETTINGS
+from drsentry.adapters.restore_stream import DECODE_SLICE, _decode, _ZstdFrames, session_options
+from drsentry.jobs.verify.job import SCRATCH_SESSION_SETTINGS
 
 
 class Sink:

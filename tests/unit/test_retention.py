@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drsentry.config import RetentionConfig
-from drsentry.gfs import RetentionPlan, assign_tier, plan_retention, slot_key
-from drsentry.records import BackupRecord, iso
+from drsentry.core.config import RetentionConfig
+from drsentry.core.gfs import RetentionPlan, assign_tier, plan_retention, slot_key
+from drsentry.core.records import BackupRecord, iso
 
 NOW = datetime(2026, 11, 22, 18, 30, tzinfo=UTC)
 DEFAULTS = RetentionConfig()  # 7d / 30d / 365d / 2555d

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from drsentry.config import dump_config, parse_config
-from drsentry.errors import ConfigError
-from drsentry.verify import check_plan
+from drsentry.core.config import dump_config, parse_config
+from drsentry.core.errors import ConfigError
+from drsentry.jobs.verify.job import check_plan
 
 
 def config_text(**target: Any) -> str:

@@ -34,12 +34,13 @@ from samtranslator.translator.arn_generator import ArnGenerator
 from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
 
-from drsentry import catalog, observability
-from drsentry.config import parse_config
-from drsentry.events import parse_scheduled_event
-from drsentry.lambda_support import CONFIG_PARAM_ENV
-from drsentry.notify import NO_TARGET
-from drsentry.storage import encryption_args
+from drsentry.adapters import catalog
+from drsentry.adapters.buckets import encryption_args
+from drsentry.core import observability
+from drsentry.core.config import parse_config
+from drsentry.core.events import parse_scheduled_event
+from drsentry.jobs.lambda_container import CONFIG_PARAM_ENV
+from drsentry.jobs.notify.job import NO_TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -11,12 +11,12 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drsentry.config import Assertion, VerifyConfig
-from drsentry.pgmeta import RlsTable
-from drsentry.records import BackupRecord
-from drsentry.restore import RestoreOutcome, _judge_pg_restore, _ZstdFrames
-from drsentry.verifications import Check, VerificationRecord, derive_status, new_verification_id
-from drsentry.verify import (
+from drsentry.adapters.pgmeta import RlsTable
+from drsentry.adapters.restore_stream import RestoreOutcome, _judge_pg_restore, _ZstdFrames
+from drsentry.adapters.verification_log import Check, VerificationRecord, derive_status, new_verification_id
+from drsentry.core.config import Assertion, VerifyConfig
+from drsentry.core.records import BackupRecord
+from drsentry.jobs.verify.job import (
     CHECK_DRIFT,
     CHECK_OBJECT,
     CHECK_RTO,

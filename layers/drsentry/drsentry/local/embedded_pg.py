@@ -25,7 +25,7 @@ START_TIMEOUT_SECONDS = 60
 
 
 def bin_dir() -> Path:
-    from drsentry.pgtools import embedded_bin_dir
+    from drsentry.adapters.pgtools import embedded_bin_dir
 
     found = embedded_bin_dir()
     if found is None:

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from drsentry import catalog
-from drsentry.config import Config
+from drsentry.adapters import catalog
+from drsentry.core.config import Config
 
 if TYPE_CHECKING:
-    from drsentry.aws import AwsClients
+    from drsentry.adapters.aws import AwsClients
 
 _ALREADY_THERE = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists", "ResourceExistsException"}
 

@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 import yaml
 
-from drsentry.aws import AwsClients
-from drsentry.config import Config, dump_config, parse_config
-from drsentry.errors import BadInput, DrsentryError
+from drsentry.adapters.aws import AwsClients
+from drsentry.core.config import Config, dump_config, parse_config
+from drsentry.core.errors import BadInput, DrsentryError
 from drsentry.local import embedded_pg
 from drsentry.local.provision import provision, rds_secret
 from drsentry.local.sample import create_sample_database

@@ -1,0 +1,99 @@
+"""Records users and their scripts read (CONTRACT.md "Records")."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from drsentry.core.errors import BackupNotFound
+
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
+Tier = Literal["hourly", "daily", "weekly", "monthly"]
+# `expired`: deleted by GFS retention (the record stays, with the reason).
+BackupStatus = Literal["completed", "failed", "expired"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 UTC with a Z, second precision: what every record shows."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def new_backup_id(started_at: datetime) -> str:
+    """`20261122T180000042Z-1a2b3c4d`: UTC time to the millisecond, so ids sort by time;
+    the random tail keeps ids of the same millisecond apart."""
+    moment = started_at.astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
+
+
+def check_backup_id(backup_id: str) -> str:
+    if not BACKUP_ID_RE.match(backup_id):
+        raise BackupNotFound(
+            f"malformed backup id {backup_id!r} (expected e.g. 20261122T180000042Z-1a2b3c4d)"
+        )
+    return backup_id
+
+
+class BackupRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    target: str
+    backup_id: str
+    status: BackupStatus
+    started_at: str
+    finished_at: str | None = None
+    duration_seconds: float | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    bucket: str
+    key: str
+    manifest_key: str
+    storage_class: str = "STANDARD"
+    tier: Tier | None = None
+    pg_server_version: str | None = None
+    pg_dump_version: str | None = None
+    database_size_bytes: int | None = None
+    compression: str | None = None
+    schema_fingerprint: str | None = None
+    tables: dict[str, int] = Field(default_factory=dict)
+    replica: str | None = None
+    replica_detail: dict[str, Any] | None = None
+    archive: dict[str, Any] | None = None
+    # One entry per configured application bucket: bucket, region, prefix, key (of its manifest
+    # beside the dump), versioned, objects, bytes, sha256, and error when the manifest failed.
+    storage: list[dict[str, Any]] | None = None
+    expired_at: str | None = None
+    expire_reason: str | None = None
+    error: str | None = None
+    run_id: str | None = None
+
+    @property
+    def started(self) -> datetime:
+        return parse_iso(self.started_at)
+
+
+Source = Literal["backup", "verify", "archive", "replication-check"]
+Severity = Literal["critical", "warning", "info"]
+
+
+class RunNotice(BaseModel):
+    """The one SNS message every run publishes (CONTRACT.md "Notifications")."""
+
+    source: Source
+    target: str
+    severity: Severity
+    status: str
+    summary: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    run_id: str

@@ -1,0 +1,79 @@
+"""What every capability needs, built once per run from the validated config.
+
+The CLI, the Lambda handlers, the local stack and the tests all build a `Runtime` the
+same way, so every capability runs unchanged in each of them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from drsentry.adapters.aws import AwsClients
+from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.catalog import Catalog
+from drsentry.adapters.secrets import Credentials
+from drsentry.core.config import Config
+from drsentry.core.deadlines import Remaining, lambda_deadline, no_deadline
+from drsentry.core.records import RunNotice, utc_now
+from drsentry.jobs.notify.job import Notifier as SnsSlackNotifier
+
+
+class Notifier(Protocol):
+    def send(self, notice: RunNotice, *, failing_checks: list[str] | None = None) -> Any: ...
+
+
+@dataclass
+class Runtime:
+    config: Config
+    clients: AwsClients
+    catalog: Catalog
+    store: ObjectStore
+    credentials: Credentials
+    notifier: Notifier | None = None
+    # Seconds this run may still use (Lambda's remaining time), None when unbounded.
+    remaining_seconds: Remaining = no_deadline
+    clock: Callable[[], datetime] = utc_now
+    lambda_context: Any = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+# glibc's malloc gives a freed large block back to the heap and raises its mmap threshold
+# to that block's size (up to 32 MiB), so later multi-MiB buffers (upload parts, decoded
+# slices) are carved out of the heap, which keeps its high-water mark. A fixed threshold
+# keeps each of them in its own mapping, returned to the OS when freed; the 1 MiB read
+# chunks stay on the heap. Benchmark database backup: peak RSS 134 -> 128 MiB, growth
+# from the small database +9% -> +2%, for at most a few tenths of a CPU-second.
+M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 2 * 1024 * 1024
+
+
+def keep_large_buffers_off_the_heap() -> bool:
+    """Set glibc's mmap threshold; False where the C library is not glibc (nothing to do)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES))
+
+
+def build_runtime(
+    config: Config, *, clients: AwsClients | None = None, lambda_context: Any = None
+) -> Runtime:
+    keep_large_buffers_off_the_heap()
+    clients = clients or AwsClients(config.storage.region)
+    runtime = Runtime(
+        config=config,
+        clients=clients,
+        catalog=Catalog(clients.dynamodb, config.catalog.table),
+        store=ObjectStore(clients.s3(config.storage.region), config.storage.kms_key),
+        credentials=Credentials(clients),
+        remaining_seconds=lambda_deadline(lambda_context),
+        lambda_context=lambda_context,
+    )
+    runtime.notifier = SnsSlackNotifier(config, clients, credentials=runtime.credentials, clock=runtime.clock)
+    return runtime

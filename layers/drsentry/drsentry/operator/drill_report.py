@@ -1,0 +1,545 @@
+"""The drill report: Markdown for a ticket or a wiki, self-contained HTML (inline CSS and SVG,
+nothing fetched) for a browser or an auditor. Pure functions of a `DrillReport`.
+
+Both carry the seeds' drill report fields (status PASS/FAIL, total duration, backup and
+restore duration, checks passed/total, issues), the measured RTO and RPO against their
+targets, and the last 30 verifications as a chart. The values a script may want to read
+back are marked: `| Drill status | **PASS** |` in Markdown, `data-field="status"` in HTML.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+from drsentry.operator.drill import DrillReport, HistoryPoint
+from drsentry.operator.smoke import SmokeResult
+
+STATUS_COLOURS = {"success": "#1f9d55", "warning": "#d68a00", "failure": "#d63c3c"}
+BAR_WIDTH = 24
+
+
+def format_seconds(seconds: float | None) -> str:
+    """`0.8 s`, `42.0 s`, `3 min 20 s`, `1 h`, `2 h 5 min`: what a person reads at a glance."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(seconds / 60), 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def format_megabytes(size_mb: float | None) -> str:
+    if size_mb is None:
+        return "-"
+    return f"{size_mb * 1000:.0f} kB" if size_mb < 1 else f"{size_mb:,.1f} MB"
+
+
+def objective_state(met: bool | None) -> str:
+    return "met" if met else "missed" if met is False else "not measured"
+
+
+def text_bar(value: float | None, largest: float, width: int = 16) -> str:
+    """`█████░░░` scaled to the largest value: a chart that survives any Markdown renderer."""
+    if value is None or largest <= 0:
+        return "·" * width
+    filled = max(1, round(width * value / largest)) if value > 0 else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+# Markdown ----------------------------------------------------------------------------------
+
+
+def render_markdown(report: DrillReport) -> str:
+    lines = [
+        f"# DR drill report: {report.target}",
+        "",
+        f"Drill of {report.started_at} to {report.finished_at} (UTC). "
+        f"Next drill due by {report.next_drill_by}.",
+        "",
+        "## Executive summary",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Drill status | **{report.status}** |",
+        f"| Total duration | {format_seconds(report.total_seconds)} |",
+        f"| Issues encountered | {len(report.issues)} |",
+        "",
+        "## Metrics",
+        "",
+        "| Metric | Measured | Target | Result |",
+        "|---|---|---|---|",
+        f"| Backup duration | {format_seconds(report.backup_seconds)} | | {report.backup_status or '-'} |",
+        f"| Restore duration | {format_seconds(report.restore_seconds)} | | |",
+        f"| Checks passed | {report.checks_passed}/{report.checks_total} | | "
+        f"{report.verification_status or 'not verified'} |",
+        _objective_row("RTO", report.rto_measured_seconds, report.rto_target_seconds, report.rto_met),
+        _objective_row("RPO", report.rpo_measured_seconds, report.rpo_target_seconds, report.rpo_met),
+        *([smoke_metric_row(report.smoke)] if report.smoke is not None else []),
+        "",
+        "RTO is the restore time of the fresh backup; "
+        f"RPO is the age of {report.rpo_basis} when the drill began.",
+        "",
+        "## Issues",
+        "",
+    ]
+    lines += [f"- {_markdown_cell(issue)}" for issue in report.issues] or ["None."]
+    lines += ["", "## Backup", ""]
+    lines += [
+        f"- Backup id: `{report.backup_id or '-'}`",
+        f"- Size: {format_megabytes(_megabytes(report.backup_size_bytes))}",
+        f"- Verification: `{report.verification_id or '-'}` ({report.verification_status or 'not run'}, "
+        f"{report.checks_skipped} check(s) skipped)",
+    ]
+    if report.checks:
+        lines += ["", "## Checks", "", "| Check | Severity | Status | Detail |", "|---|---|---|---|"]
+        lines += [
+            f"| {_markdown_cell(check.name)} | {check.severity} | {check.status} | "
+            f"{_markdown_cell(check.detail)} |"
+            for check in report.checks
+        ]
+    if report.smoke is not None:
+        lines += ["", *markdown_smoke(report.smoke)]
+    lines += ["", *markdown_history(report.history, report.rto_target_seconds), ""]
+    return "\n".join(lines)
+
+
+def smoke_summary(results: Sequence[SmokeResult]) -> tuple[str, str]:
+    """(`2/3`, `failed`): smoke checks passed of run, and the verdict."""
+    passed = sum(result.status == "passed" for result in results)
+    verdict = "not run" if not results else "passed" if passed == len(results) else "failed"
+    return f"{passed}/{len(results)}", verdict
+
+
+def smoke_metric_row(results: Sequence[SmokeResult]) -> str:
+    count, verdict = smoke_summary(results)
+    return f"| Smoke checks passed | {count} | | {verdict} |"
+
+
+def markdown_smoke(results: Sequence[SmokeResult]) -> list[str]:
+    lines = ["## Smoke checks", ""]
+    if not results:
+        return [*lines, "Not run: the restore did not complete."]
+    lines += [
+        "| Check | Kind | Against | Status | Time | Limit | Detail |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {_markdown_cell(result.name)} | {result.kind} | `{_markdown_cell(result.target)}` | "
+        f"{result.status} | {result.seconds:.2f} s | {result.max_seconds:g} s | "
+        f"{_markdown_cell(result.detail)} |"
+        for result in results
+    ]
+    return lines
+
+
+def _objective_row(name: str, measured: float | None, target: float, met: bool | None) -> str:
+    return f"| {name} | {format_seconds(measured)} | {format_seconds(target)} | {objective_state(met)} |"
+
+
+def _megabytes(size_bytes: int | None) -> float | None:
+    return size_bytes / 1e6 if size_bytes is not None else None
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_history(points: Sequence[HistoryPoint], rto_seconds: float) -> list[str]:
+    title = f"## Last {len(points)} verifications (oldest first)"
+    if not points:
+        return [title, "", "No verifications recorded yet."]
+    slowest = max((point.restore_seconds or 0.0) for point in points)
+    largest = max((point.backup_size_mb or 0.0) for point in points)
+    lines = [
+        title,
+        "",
+        f"Restore time against the RTO of {format_seconds(rto_seconds)}, and backup size.",
+        "",
+        "| Verified (UTC) | Backup | Status | Restore | | Size | |",
+        "|---|---|---|---:|---|---:|---|",
+    ]
+    for point in points:
+        lines.append(
+            f"| {point.verified_at} | `{point.backup_id}` | {point.status} | "
+            f"{format_seconds(point.restore_seconds)} | `{text_bar(point.restore_seconds, slowest)}` | "
+            f"{format_megabytes(point.backup_size_mb)} | `{text_bar(point.backup_size_mb, largest)}` |"
+        )
+    return lines
+
+
+# SVG -----------------------------------------------------------------------------------------
+
+
+NICE_STEPS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+TICKS = 4
+
+
+def nice_step(value: float) -> float:
+    """The smallest 1, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten that is at least `value`."""
+    if value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value))
+    for step in NICE_STEPS:
+        candidate = step * 10.0**exponent
+        if candidate >= value * (1 - 1e-9):
+            return candidate
+    return 10.0 ** (exponent + 1)
+
+
+def axis_top(largest: float) -> float:
+    """The top of a y axis with TICKS round steps and some room above the largest value."""
+    return nice_step(largest * 1.1 / TICKS) * TICKS
+
+
+def _tick_label(value: float, unit: str) -> str:
+    text = f"{value:.2f}".rstrip("0").rstrip(".") if value < 10 else f"{value:,.1f}".removesuffix(".0")
+    return f"{text} {unit}"
+
+
+def svg_chart(
+    values: Sequence[float | None],
+    *,
+    labels: Sequence[str],
+    statuses: Sequence[str] | None = None,
+    unit: str,
+    title: str,
+    kind: str = "bar",
+    threshold: float | None = None,
+    threshold_label: str = "",
+    colour: str = "#2563eb",
+    width: int = 460,
+    height: int = 200,
+) -> str:
+    """An inline SVG bar or line chart: y axis with round ticks, gridlines, the first and last x
+    labels, an optional dashed threshold line (drawn when it fits the scale, else noted), and a
+    red cross where a verification failed without a value. `title` labels it for screen readers."""
+    left, right, top, bottom = 52, 12, 22, 30
+    plot_width, plot_height = width - left - right, height - top - bottom
+    present = [value for value in values if value is not None]
+    largest = max(present, default=0.0)
+    threshold_fits = threshold is not None and threshold <= max(largest, 1e-9) * 3
+    scale_top = axis_top(max(largest, threshold if threshold_fits and threshold else 0.0))
+    base = top + plot_height
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}" class="chart">'
+    ]
+    for index in range(TICKS + 1):
+        y = base - plot_height * index / TICKS
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_width}" y2="{y:.1f}" class="grid"/>')
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
+            f"{escape(_tick_label(scale_top * index / TICKS, unit))}</text>"
+        )
+    count = len(values)
+    if count == 0:
+        parts.append(
+            f'<text x="{left + plot_width / 2}" y="{top + plot_height / 2}" text-anchor="middle" '
+            'class="axis">no verifications yet</text>'
+        )
+    slot = plot_width / max(count, 1)
+
+    def x_of(index: int) -> float:
+        return left + slot * index + slot / 2
+
+    def y_of(value: float) -> float:
+        return base - plot_height * value / scale_top
+
+    for index, value in enumerate(values):
+        status = statuses[index] if statuses else ""
+        if value is None and status == "failure":
+            x = x_of(index)
+            parts.append(
+                f'<text x="{x:.1f}" y="{base - 4:.1f}" text-anchor="middle" class="failed-mark">×<title>'
+                f"{escape(labels[index])}: verification failed, no {escape(unit)} measured</title></text>"
+            )
+    if kind == "bar":
+        bar = min(BAR_WIDTH, slot * 0.7)
+        for index, value in enumerate(values):
+            if value is None:
+                continue
+            status = statuses[index] if statuses else ""
+            fill = STATUS_COLOURS.get(status, colour)
+            y = y_of(value)
+            parts.append(
+                f'<rect x="{x_of(index) - bar / 2:.1f}" y="{y:.1f}" width="{bar:.1f}" '
+                f'height="{max(base - y, 1.0):.1f}" rx="2" fill="{fill}">'
+                f"<title>{escape(labels[index])}: {value:g} {unit} ({escape(status)})</title></rect>"
+            )
+    else:
+        indexed = [(index, value) for index, value in enumerate(values) if value is not None]
+        if indexed:
+            path = " ".join(f"{x_of(index):.1f},{y_of(value):.1f}" for index, value in indexed)
+            first, last = x_of(indexed[0][0]), x_of(indexed[-1][0])
+            parts.append(
+                f'<polygon points="{first:.1f},{base} {path} {last:.1f},{base}" '
+                f'fill="{colour}" opacity="0.12"/>'
+            )
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            for index, value in indexed:
+                parts.append(
+                    f'<circle cx="{x_of(index):.1f}" cy="{y_of(value):.1f}" r="3.5" fill="#fff" '
+                    f'stroke="{colour}" stroke-width="2">'
+                    f"<title>{escape(labels[index])}: {value:g} {unit}</title></circle>"
+                )
+    if threshold is not None and threshold_fits:
+        y = y_of(threshold)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_width}" y2="{y:.1f}" class="threshold"/>'
+        )
+        parts.append(
+            f'<text x="{left + plot_width}" y="{y - 5:.1f}" text-anchor="end" class="threshold-label">'
+            f"{escape(threshold_label)}</text>"
+        )
+    elif threshold is not None:
+        parts.append(
+            f'<text x="{left + plot_width}" y="12" text-anchor="end" class="threshold-label">'
+            f"{escape(threshold_label)}: far above this scale</text>"
+        )
+    if count:
+        # The first label starts at its bar and the last ends at its bar, so neither is cut off.
+        anchor = "middle" if count == 1 else "start"
+        x_first = x_of(0) - (0 if count == 1 else slot / 2)
+        parts.append(
+            f'<text x="{x_first:.1f}" y="{height - 8}" text-anchor="{anchor}" class="axis">'
+            f"{escape(labels[0])}</text>"
+        )
+        if count > 1:
+            parts.append(
+                f'<text x="{x_of(count - 1) + slot / 2:.1f}" y="{height - 8}" text-anchor="end" class="axis">'
+                f"{escape(labels[-1])}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# HTML --------------------------------------------------------------------------------------
+
+_CSS = """
+:root { --ink: #1c2430; --muted: #5b6675; --line: #e3e7ee; --card: #ffffff; --page: #f4f6f9;
+        --pass: #1f9d55; --fail: #d63c3c; --warn: #d68a00; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--page); color: var(--ink);
+       font: 15px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+             sans-serif; }
+main { max-width: 1040px; margin: 0 auto; padding: 32px 24px 48px; }
+header { display: flex; align-items: center; justify-content: space-between; gap: 16px; margin-bottom: 24px; }
+h1 { font-size: 24px; margin: 0; }
+h2 { font-size: 17px; margin: 0 0 12px; }
+.sub { color: var(--muted); font-size: 13px; }
+.status { font-size: 22px; font-weight: 700; letter-spacing: .06em; color: #fff; padding: 10px 26px;
+          border-radius: 10px; }
+.status.PASS { background: var(--pass); } .status.FAIL { background: var(--fail); }
+.grid4 { display: grid; grid-template-columns: repeat(4, 1fr); gap: 14px; margin-bottom: 18px; }
+.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; margin-bottom: 18px; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px 18px; }
+.kpi .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .05em; }
+.kpi .value { font-size: 26px; font-weight: 650; margin-top: 4px; }
+.kpi .hint { color: var(--muted); font-size: 12px; }
+.objective { display: grid; grid-template-columns: 56px 1fr 110px; align-items: center; gap: 12px;
+             padding: 8px 0; }
+.objective + .objective { border-top: 1px solid var(--line); }
+.objective .name { font-weight: 700; }
+.meter { height: 10px; background: #edf0f5; border-radius: 5px; overflow: hidden; }
+.meter span { display: block; height: 100%; border-radius: 5px; }
+.objective .numbers { font-size: 13px; color: var(--muted); margin-top: 4px; }
+.pill { display: inline-block; font-size: 12px; font-weight: 600; padding: 2px 10px; border-radius: 999px;
+        color: #fff; text-align: center; }
+.pill.met, .pill.passed, .pill.success { background: var(--pass); }
+.pill.missed, .pill.failed, .pill.failure { background: var(--fail); }
+.pill.warning { background: var(--warn); }
+.pill.skipped, .pill.not-measured, .pill.not-run { background: #9aa4b2; }
+ul.issues { margin: 0; padding-left: 20px; } ul.issues li { margin: 4px 0; }
+.none { color: var(--pass); font-weight: 600; }
+table { width: 100%; border-collapse: collapse; font-size: 13px; }
+th { text-align: left; color: var(--muted); font-weight: 600; border-bottom: 1px solid var(--line);
+     padding: 6px 8px; }
+td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
+td.detail { color: var(--muted); word-break: break-word; }
+dl { display: grid; grid-template-columns: 150px 1fr; gap: 6px 12px; margin: 0; font-size: 13px; }
+dt { color: var(--muted); } dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+.chart { width: 100%; height: auto; }
+.failed-mark { font-size: 16px; font-weight: 700; fill: var(--fail); }
+.axis { font-size: 11px; fill: var(--muted); }
+.grid { stroke: var(--line); stroke-width: 1; }
+.threshold { stroke: var(--fail); stroke-width: 1.5; stroke-dasharray: 6 4; }
+.threshold-label { font-size: 11px; fill: var(--fail); }
+footer { color: var(--muted); font-size: 12px; margin-top: 24px; text-align: center; }
+@media (max-width: 760px) { .grid4 { grid-template-columns: 1fr 1fr; }
+                            .grid2 { grid-template-columns: 1fr; } }
+"""
+
+
+def _pill(text: str) -> str:
+    return f'<span class="pill {escape(text.replace(" ", "-"))}">{escape(text)}</span>'
+
+
+def _kpi(label: str, value: str, field: str, hint: str = "") -> str:
+    return (
+        f'<div class="card kpi"><div class="label">{escape(label)}</div>'
+        f'<div class="value" data-field="{field}">{escape(value)}</div>'
+        f'<div class="hint">{escape(hint)}</div></div>'
+    )
+
+
+def _objective(name: str, measured: float | None, target: float, met: bool | None, field: str) -> str:
+    share = 0.0 if measured is None or target <= 0 else min(measured / target, 1.0)
+    colour = "var(--pass)" if met else "var(--fail)" if met is False else "#9aa4b2"
+    width = f"{max(share * 100, 1.5 if measured is not None else 0):.1f}%"
+    return (
+        f'<div class="objective"><div class="name">{name}</div><div>'
+        f'<div class="meter"><span style="width:{width};background:{colour}"></span></div>'
+        f'<div class="numbers">measured <b data-field="{field}-measured">{format_seconds(measured)}</b> '
+        f'of a target of <b data-field="{field}-target">{format_seconds(target)}</b></div></div>'
+        f'<div data-field="{field}-result">{_pill(objective_state(met))}</div></div>'
+    )
+
+
+def render_html(report: DrillReport) -> str:
+    points = report.history
+    labels = [point.verified_at[:16].replace("T", " ") for point in points]
+    restore_chart = svg_chart(
+        [point.restore_seconds for point in points],
+        labels=labels,
+        statuses=[point.status for point in points],
+        unit="s",
+        title="Restore time in seconds, last verifications",
+        kind="bar",
+        threshold=report.rto_target_seconds,
+        threshold_label=f"RTO {format_seconds(report.rto_target_seconds)}",
+    )
+    size_chart = svg_chart(
+        [point.backup_size_mb for point in points],
+        labels=labels,
+        unit="MB",
+        title="Backup size in MB, last verifications",
+        kind="line",
+        colour="#7c3aed",
+    )
+    issues = (
+        '<ul class="issues">' + "".join(f"<li>{escape(issue)}</li>" for issue in report.issues) + "</ul>"
+        if report.issues
+        else '<p class="none">No issues.</p>'
+    )
+    checks = "".join(
+        f"<tr><td>{escape(check.name)}</td><td>{escape(check.severity)}</td><td>{_pill(check.status)}</td>"
+        f'<td class="detail">{escape(check.detail)}</td></tr>'
+        for check in report.checks
+    )
+    checks_table = (
+        "<table><thead><tr><th>Check</th><th>Severity</th><th>Status</th><th>Detail</th></tr></thead>"
+        f"<tbody>{checks}</tbody></table>"
+        if report.checks
+        else "<p>No checks ran: the backup did not complete.</p>"
+    )
+    smoke_section = html_smoke(report.smoke) if report.smoke is not None else ""
+    size_mb = _megabytes(report.backup_size_bytes)
+    details = "".join(
+        f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>"
+        for name, value in (
+            ("Backup id", report.backup_id or "-"),
+            ("Backup size", format_megabytes(size_mb)),
+            ("Verification id", report.verification_id or "-"),
+            ("Verification", report.verification_status or "not run"),
+            ("Started (UTC)", report.started_at),
+            ("Finished (UTC)", report.finished_at),
+            ("Next drill by", report.next_drill_by),
+        )
+    )
+    body = f"""
+<main>
+<header>
+  <div><h1>DR drill report: {escape(report.target)}</h1>
+  <div class="sub">{escape(report.started_at)} to {escape(report.finished_at)} UTC ·
+  {len(report.issues)} issue(s) · next drill due by {escape(report.next_drill_by)}</div></div>
+  <div class="status {report.status}" data-field="status">{report.status}</div>
+</header>
+<section class="grid4">
+  {_kpi("Total duration", format_seconds(report.total_seconds), "total-duration", "backup, restore, checks")}
+  {
+        _kpi(
+            "Backup duration",
+            format_seconds(report.backup_seconds),
+            "backup-duration",
+            report.backup_status or "",
+        )
+    }
+  {
+        _kpi(
+            "Restore duration",
+            format_seconds(report.restore_seconds),
+            "restore-duration",
+            "download + pg_restore",
+        )
+    }
+  {
+        _kpi(
+            "Checks passed",
+            f"{report.checks_passed}/{report.checks_total}",
+            "checks",
+            f"{report.checks_skipped} skipped · {report.verification_status or 'not verified'}",
+        )
+    }
+</section>
+<section class="grid2">
+  <div class="card"><h2>Objectives</h2>
+    {_objective("RTO", report.rto_measured_seconds, report.rto_target_seconds, report.rto_met, "rto")}
+    {_objective("RPO", report.rpo_measured_seconds, report.rpo_target_seconds, report.rpo_met, "rpo")}
+    <div class="sub">RTO: restore time of the fresh backup. RPO: age of {escape(report.rpo_basis)}
+    when the drill began.</div>
+  </div>
+  <div class="card"><h2>Issues (<span data-field="issues">{len(report.issues)}</span>)</h2>{issues}</div>
+</section>
+<section class="grid2">
+  <div class="card"><h2>Restore time</h2>{restore_chart}</div>
+  <div class="card"><h2>Backup size</h2>{size_chart}</div>
+</section>
+<div class="sub" style="margin:-8px 0 18px">Last {len(points)} verification(s) of {escape(report.target)},
+oldest first; bars coloured by verification status (green success, amber warning, red failure).</div>
+<section class="grid2" style="grid-template-columns: 2fr 1fr">
+  <div class="card"><h2>Checks</h2>{checks_table}</div>
+  <div class="card"><h2>Details</h2><dl>{details}</dl></div>
+</section>
+{smoke_section}
+<footer>Generated by drsentry drill · the same backup and verify code as the scheduled functions</footer>
+</main>"""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>DR drill {escape(report.target)} {escape(report.started_at)}: {report.status}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def html_smoke(results: Sequence[SmokeResult]) -> str:
+    count, verdict = smoke_summary(results)
+    rows = "".join(
+        f"<tr><td>{escape(result.name)}</td><td>{result.kind}</td><td>{escape(result.target)}</td>"
+        f"<td>{_pill(result.status)}</td><td>{result.seconds:.2f} s</td><td>{result.max_seconds:g} s</td>"
+        f'<td class="detail">{escape(result.detail)}</td></tr>'
+        for result in results
+    )
+    table = (
+        "<table><thead><tr><th>Check</th><th>Kind</th><th>Against</th><th>Status</th><th>Time</th>"
+        f"<th>Limit</th><th>Detail</th></tr></thead><tbody>{rows}</tbody></table>"
+        if results
+        else "<p>Not run: the restore did not complete.</p>"
+    )
+    return (
+        '<section class="card" style="margin-bottom:18px"><h2>Smoke checks '
+        f'(<span data-field="smoke">{count}</span> passed, {_pill(verdict)})</h2>{table}</section>'
+    )
+
+
+def write_report(report: DrillReport, path: Path) -> str:
+    """Write HTML when the file name ends in .html (or .htm), Markdown otherwise; return the format."""
+    html = path.suffix.lower() in {".html", ".htm"}
+    text = render_html(report) if html else render_markdown(report)
+    path.write_text(text, encoding="utf-8")
+    return "html" if html else "markdown"

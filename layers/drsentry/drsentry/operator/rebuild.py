@@ -1,0 +1,100 @@
+"""Rebuild catalog records from the manifests beside the dumps.
+
+Every completed backup writes its manifest before its catalog record, so when the record
+write fails (DynamoDB throttled or down) or the table is lost, the bucket alone is enough
+to restore the catalog. Existing records are never overwritten.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, Field, ValidationError
+
+from drsentry.core import gfs
+from drsentry.core.errors import StorageError
+from drsentry.core.observability import logger
+from drsentry.core.records import BackupRecord
+from drsentry.jobs.runtime import Runtime
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+class RebuildReport(BaseModel):
+    target: str
+    manifests: int = 0
+    already_present: int = 0
+    added: list[str] = Field(default_factory=list)
+    unreadable: dict[str, str] = Field(default_factory=dict)  # manifest key -> why
+    dry_run: bool = False
+
+
+def _manifest_keys(runtime: Runtime, target: str) -> list[str]:
+    storage = runtime.config.storage
+    paginator = runtime.store.s3.get_paginator("list_objects_v2")
+    keys: list[str] = []
+    try:
+        for page in paginator.paginate(Bucket=storage.bucket, Prefix=f"{storage.prefix}{target}/"):
+            keys.extend(
+                obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(MANIFEST_SUFFIX)
+            )
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(f"s3://{storage.bucket}/{storage.prefix}{target}/: listing failed: {exc}") from exc
+    return sorted(keys)
+
+
+def _read_manifest(runtime: Runtime, key: str) -> BackupRecord:
+    bucket = runtime.config.storage.bucket
+    manifest = runtime.store.get_json(bucket, key)
+    try:
+        record = BackupRecord.model_validate(manifest)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise StorageError(f"s3://{bucket}/{key}: not a backup manifest ({where}: {first['msg']})") from exc
+    if record.manifest_key != key:
+        raise StorageError(f"s3://{bucket}/{key}: manifest names another key ({record.manifest_key})")
+    if runtime.store.head(record.bucket, record.key) is None:
+        raise StorageError(f"s3://{record.bucket}/{record.key}: the dump this manifest describes is missing")
+    return record
+
+
+def _with_tiers(new: list[BackupRecord], existing: list[BackupRecord]) -> list[BackupRecord]:
+    """Tiers for recovered records, by the same rule as at backup time."""
+    completed = sorted(
+        [r for r in [*new, *existing] if r.status == "completed"], key=lambda record: record.backup_id
+    )
+    previous_started = None
+    tiers: dict[str, str] = {}
+    for record in completed:
+        tiers[record.backup_id] = gfs.assign_tier(record.started, previous_started)
+        previous_started = record.started
+    return [r if r.tier else r.model_copy(update={"tier": tiers.get(r.backup_id)}) for r in new]
+
+
+def rebuild_target(runtime: Runtime, target: str, *, dry_run: bool = False) -> RebuildReport:
+    report = RebuildReport(target=target, dry_run=dry_run)
+    existing = {record.backup_id: record for record in runtime.catalog.iter_backups(target)}
+    recovered: list[BackupRecord] = []
+    for key in _manifest_keys(runtime, target):
+        report.manifests += 1
+        try:
+            record = _read_manifest(runtime, key)
+        except StorageError as exc:
+            report.unreadable[key] = str(exc)
+            logger.warning("manifest not usable", extra={"key": key, "reason": str(exc)})
+            continue
+        if record.backup_id in existing:
+            report.already_present += 1
+        else:
+            recovered.append(record)
+    for record in _with_tiers(recovered, list(existing.values())):
+        if not dry_run:
+            runtime.catalog.put_backup(record)
+        report.added.append(record.backup_id)
+    return report
+
+
+def rebuild_catalog(
+    runtime: Runtime, target: str | None = None, *, dry_run: bool = False
+) -> list[RebuildReport]:
+    return [rebuild_target(runtime, t.name, dry_run=dry_run) for t in runtime.config.selected_targets(target)]

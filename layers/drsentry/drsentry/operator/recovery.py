@@ -1,0 +1,815 @@
+"""`drsentry restore`: a real recovery of one backup into a database the operator names.
+
+`plan_recovery` reads and refuses before anything is touched: a malformed or unknown
+backup id, a failed or expired backup, a DSN that names a configured source database
+(unless the operator says so), a target database that is not empty (unless ``clean``), a
+pg_restore too old for the archive. `execute_recovery` then restores and reports the row
+counts of what came back.
+
+No restore ever commits bytes whose SHA-256 differs from the catalog's:
+- stream (a whole backup, the default): S3 -> SHA-256 -> zstd -> ``pg_restore
+  --single-transaction`` on stdin; the last MiB of the object is held back until size and
+  SHA-256 equal the catalog's, so on a mismatch pg_restore is stopped before it can
+  commit (a whole restore needs every byte of the archive before it finishes);
+- file (``--table`` or ``--jobs``): the object is downloaded, checked and decompressed to
+  a temporary file first; pg_restore starts only once the SHA-256 matched. A table restore
+  may finish before the end of the archive, so it cannot rely on the held-back tail, and
+  ``pg_restore --jobs`` needs a file it can seek in anyway.
+
+A masked restore (``--mask``) restores into a private database on the target server
+(CONNECT revoked from PUBLIC), masks and proves the masking there, and only then renames
+it to the target's name: unmasked rows are never in a database the staging app can open.
+With smoke checks (``--smoke``), the target's ``smoke`` checks run once the rows are counted:
+HTTP checks against the application, SQL checks against the restored database.
+Archived backups (the primary copy expired) are read from the archive bucket once S3 has
+restored them; until then the operator gets archive.py's message, never InvalidObjectState.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import psycopg
+import zstandard
+from botocore.exceptions import ClientError
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from drsentry.adapters import pgmeta
+from drsentry.adapters.buckets import DOWNLOAD_CHUNK, MiB, ObjectStore
+from drsentry.adapters.pgtools import PgTool, find_tool, major_version, pg_environment
+from drsentry.adapters.restore_stream import RestoreFailed, stream_restore
+from drsentry.adapters.secrets import redact, same_database, sanitize
+from drsentry.adapters.verification_log import VerificationRecord, verification_log
+from drsentry.core.config import SmokeCheck
+from drsentry.core.errors import BadInput, CredentialsError, DrsentryError, PgToolsError, StorageError
+from drsentry.core.gfs import is_archived
+from drsentry.core.observability import logger
+from drsentry.core.records import BackupRecord, check_backup_id
+from drsentry.jobs.archive.job import (
+    ArchiveAccess,
+    ArchiveNotReadable,
+    archive_readable,
+    explain_unreadable,
+    request_archive_restore,
+)
+from drsentry.jobs.runtime import Runtime
+from drsentry.operator.masking import MaskingReport, MaskingRules, apply_masking
+from drsentry.operator.smoke import SmokeResult, run_smoke_checks, smoke_failures
+
+APPLICATION_NAME = "drsentry-restore"
+CONNECT_TIMEOUT_SECONDS = 15
+# More than a few zstd blocks (128 KiB each at most), so the held-back part always decodes to
+# the archive's last bytes, which a whole pg_restore must read before it can commit.
+HOLD_BACK_BYTES = 1 * MiB
+MASK_PREFIX = "drsentry_mask_"
+MAINTENANCE_DATABASES = ("postgres", "template1")
+# How far back in the verification log to look for this backup's newest verification.
+VERIFICATION_LOOKBACK = 500
+STDERR_LIMIT = 64 * 1024
+
+Mode = Literal["stream", "file"]
+
+
+class ChecksumMismatch(RestoreFailed):
+    """The downloaded object is not the backup the catalog describes."""
+
+
+class RecoveryProgress(Protocol):
+    """How a long restore reports itself (the CLI draws a progress bar from it)."""
+
+    def start(self, description: str, total_bytes: int | None) -> None: ...
+
+    def advance(self, size: int) -> None: ...
+
+    def phase(self, description: str) -> None: ...
+
+
+class NoProgress:
+    def start(self, description: str, total_bytes: int | None) -> None:
+        pass
+
+    def advance(self, size: int) -> None:
+        pass
+
+    def phase(self, description: str) -> None:
+        pass
+
+
+@dataclass
+class TargetDatabase:
+    dsn: str
+    dbname: str
+    exists: bool
+    server_version: str | None = None
+    # kind -> count of user objects (tables, views, sequences, functions, schemas)
+    objects: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return redact(self.dsn)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.objects.values())
+
+    def describe_objects(self) -> str:
+        return ", ".join(f"{count} {kind}" for kind, count in self.objects.items() if count) or "empty"
+
+
+@dataclass(frozen=True)
+class ObjectSource:
+    bucket: str
+    key: str
+    description: str
+    archive: ArchiveAccess | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.archive is None or self.archive.state == "readable"
+
+
+@dataclass
+class RecoveryPlan:
+    backup: BackupRecord
+    source: ObjectSource
+    target: TargetDatabase
+    tables: tuple[str, ...]
+    clean: bool
+    jobs: int | None
+    mask: MaskingRules | None
+    pg_restore: PgTool
+    backup_age_seconds: float
+    verification: VerificationRecord | None
+    source_database_of: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mode(self) -> Mode:
+        return "file" if self.jobs or self.tables else "stream"
+
+    @property
+    def restored_tables(self) -> list[str]:
+        return list(self.tables) if self.tables else sorted(self.backup.tables)
+
+    def actions(self) -> list[str]:
+        """What will happen, in order, in the operator's words."""
+        steps: list[str] = []
+        if not self.source.readable and self.source.archive is not None:
+            if self.source.archive.state == "archived":
+                steps.append("request an S3 restore of the archive copy (it is not readable yet), then stop")
+            else:
+                steps.append("stop: the S3 restore of the archive copy is still running")
+            return steps
+        target_name = self.target.dbname
+        if self.mask is not None:
+            steps.append("create a private database on the target server, CONNECT revoked from PUBLIC")
+        elif not self.target.exists:
+            steps.append(f"create database {target_name}")
+        what = (
+            f"table(s) {', '.join(self.tables)}" if self.tables else f"all {len(self.backup.tables)} tables"
+        )
+        how = (
+            f"download, check SHA-256 and decompress to a temporary file, then pg_restore --jobs {self.jobs}"
+            if self.jobs
+            else "download and check SHA-256 into a temporary file, then pg_restore in one transaction"
+            if self.tables
+            else "stream into pg_restore in one transaction; commit only once the SHA-256 matched"
+        )
+        steps.append(f"restore {what}: {how}")
+        if self.clean and not self.mask:
+            steps.append(
+                "--clean: drop each object of the backup before recreating it (others are left alone)"
+            )
+        if self.mask is not None:
+            steps.append(
+                f"mask {len(self.mask.tables)} table(s) with {self.mask.source}, "
+                "prove that no original value survives"
+            )
+            if self.target.exists:
+                steps.append(f"drop database {target_name} and rename the masked database to {target_name}")
+            else:
+                steps.append(f"rename the masked database to {target_name}")
+        steps.append("count the rows of every restored table and compare them with the backup's")
+        return steps
+
+
+@dataclass
+class TableCount:
+    table: str
+    expected: int | None
+    restored: int | None
+    note: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return self.note != "" or self.expected == self.restored
+
+
+@dataclass
+class RecoveryResult:
+    plan: RecoveryPlan
+    size_bytes: int
+    sha256: str
+    restore_seconds: float
+    total_seconds: float
+    counts: list[TableCount]
+    masking: MaskingReport | None = None
+    warnings: list[str] = field(default_factory=list)
+    smoke: list[SmokeResult] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> list[TableCount]:
+        return [count for count in self.counts if not count.matches]
+
+    @property
+    def smoke_failures(self) -> list[SmokeResult]:
+        return smoke_failures(self.smoke)
+
+
+# planning ------------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _connect(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(
+        dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name=APPLICATION_NAME
+    )
+
+
+def _parse_target_dsn(dsn: str) -> str:
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise BadInput(
+            "--to is not a PostgreSQL connection string (expected e.g. postgresql://user@host:5432/dbname)"
+        ) from exc
+    dbname = str(parts.get("dbname") or "")
+    if not dbname:
+        raise BadInput(
+            f"--to {redact(dsn)} names no database (expected e.g. postgresql://user@host:5432/dbname)"
+        )
+    return dbname
+
+
+_USER_SCHEMA = "n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_%'"
+_NOT_FROM_EXTENSION = "not exists (select 1 from pg_depend d where d.objid = {} and d.deptype = 'e')"
+# What makes a database "not empty" for a restore: anything a restore could collide with.
+_OBJECTS_SQL = f"""
+select
+  (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p') and {_USER_SCHEMA} and {_NOT_FROM_EXTENSION.format("c.oid")}),
+  (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('v', 'm', 'f') and {_USER_SCHEMA} and {_NOT_FROM_EXTENSION.format("c.oid")}),
+  (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind = 'S' and {_USER_SCHEMA} and {_NOT_FROM_EXTENSION.format("c.oid")}),
+  (select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+    where {_USER_SCHEMA} and {_NOT_FROM_EXTENSION.format("p.oid")}),
+  (select count(*) from pg_namespace n
+    where {_USER_SCHEMA} and n.nspname <> 'public' and {_NOT_FROM_EXTENSION.format("n.oid")})
+"""
+
+
+def inspect_target(dsn: str) -> TargetDatabase:
+    """Does the database exist, and what is in it? A missing database is found through the
+    server's maintenance database (libpq reports it only as a localized message)."""
+    dbname = _parse_target_dsn(dsn)
+    try:
+        conn = _connect(dsn)
+    except psycopg.OperationalError as exc:
+        if _database_missing(dsn, dbname):
+            return TargetDatabase(dsn=dsn, dbname=dbname, exists=False, server_version=_server_version(dsn))
+        raise DrsentryError(f"cannot connect to {redact(dsn)}: {sanitize(_first_line(exc), dsn)}") from exc
+    with conn:
+        row = conn.execute(_OBJECTS_SQL).fetchone()
+        assert row is not None
+        kinds = ("tables", "views", "sequences", "functions", "schemas")
+        return TargetDatabase(
+            dsn=dsn,
+            dbname=dbname,
+            exists=True,
+            server_version=pgmeta.server_version(conn),
+            objects={kind: int(value) for kind, value in zip(kinds, row, strict=True)},
+        )
+
+
+def _maintenance_connection(dsn: str) -> psycopg.Connection:
+    last: psycopg.OperationalError | None = None
+    for maintenance in MAINTENANCE_DATABASES:
+        try:
+            return _connect(make_conninfo(dsn, dbname=maintenance))
+        except psycopg.OperationalError as exc:
+            last = exc
+    assert last is not None
+    raise DrsentryError(
+        f"cannot connect to the server of {redact(dsn)} (tried {', '.join(MAINTENANCE_DATABASES)}): "
+        f"{sanitize(_first_line(last), dsn)}"
+    ) from last
+
+
+def _database_missing(dsn: str, dbname: str) -> bool:
+    try:
+        with _maintenance_connection(dsn) as conn:
+            row = conn.execute("select 1 from pg_database where datname = %s", (dbname,)).fetchone()
+    except DrsentryError:
+        return False
+    return row is None
+
+
+def _server_version(dsn: str) -> str | None:
+    with _maintenance_connection(dsn) as conn:
+        return pgmeta.server_version(conn)
+
+
+def _refuse_source(runtime: Runtime, backup: BackupRecord, dsn: str) -> str | None:
+    """The name of the configured target whose source database `dsn` is, if any."""
+    for target in runtime.config.targets:
+        try:
+            source = runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret)
+        except CredentialsError:
+            if target.name == backup.target:
+                raise  # without the source DSN, restoring "somewhere safe" cannot be proven
+            continue
+        if same_database(source, dsn):
+            return target.name
+    return None
+
+
+def _newest_verification(runtime: Runtime, backup: BackupRecord) -> VerificationRecord | None:
+    for seen, record in enumerate(verification_log(runtime).iter(backup.target)):
+        if seen >= VERIFICATION_LOOKBACK:
+            break
+        if record.backup_id == backup.backup_id:
+            return record
+    return None
+
+
+def _locate(runtime: Runtime, backup: BackupRecord) -> ObjectSource:
+    """Where the backup's bytes can be read: the primary bucket, or the archive copy."""
+    if backup.status == "completed" and runtime.store.head(backup.bucket, backup.key) is not None:
+        return ObjectSource(backup.bucket, backup.key, f"s3://{backup.bucket}/{backup.key}")
+    if is_archived(backup):
+        access = archive_readable(runtime, backup)
+        return ObjectSource(
+            access.bucket,
+            access.key,
+            f"archive copy s3://{access.bucket}/{access.key} ({access.storage_class}): {access.message}",
+            archive=access,
+        )
+    if backup.status == "expired":
+        raise BadInput(
+            f"backup {backup.backup_id} expired at {backup.expired_at} ({backup.expire_reason}) and has no "
+            "archive copy: there is nothing to restore"
+        )
+    raise StorageError(
+        f"backup {backup.backup_id}: s3://{backup.bucket}/{backup.key} is missing "
+        "and there is no archive copy"
+    )
+
+
+def plan_recovery(
+    runtime: Runtime,
+    backup_id: str,
+    to_dsn: str,
+    *,
+    tables: tuple[str, ...] = (),
+    clean: bool = False,
+    jobs: int | None = None,
+    mask: MaskingRules | None = None,
+    allow_source: bool = False,
+) -> RecoveryPlan:
+    """Everything `restore` needs to know and refuse, before anything is touched."""
+    check_backup_id(backup_id)
+    backup = runtime.catalog.get_backup(backup_id)
+    if backup.status == "failed":
+        raise BadInput(
+            f"backup {backup_id} failed ({backup.error or 'no reason recorded'}): "
+            "there is nothing to restore; "
+            f"`drsentry backups list --target {backup.target}` lists the completed ones"
+        )
+    _parse_target_dsn(to_dsn)
+    notes: list[str] = []
+    source_of = _refuse_source(runtime, backup, to_dsn)
+    if source_of is not None:
+        if mask is not None:
+            raise BadInput(
+                f"refused: --to {redact(to_dsn)} is the source database of target {source_of!r}; "
+                "a masked restore never goes to a source database"
+            )
+        if not allow_source:
+            raise BadInput(
+                f"refused: --to {redact(to_dsn)} is the source database of target {source_of!r}; restoring "
+                "there overwrites production data. Pass --i-know-this-is-the-source if that is the intent"
+            )
+        notes.append(f"--to is the source database of target {source_of!r} (--i-know-this-is-the-source)")
+    unknown = [table for table in tables if table not in backup.tables]
+    if unknown:
+        raise BadInput(
+            f"table {unknown[0]!r} is not in backup {backup_id} (it has: {', '.join(sorted(backup.tables))})"
+        )
+    schemas = sorted({table_schema(table) for table in tables})
+    if len(schemas) > 1:
+        raise BadInput(
+            f"--table: one schema per restore (these are in {', '.join(schemas)}); run one per schema"
+        )
+    if mask is not None:
+        mask, skipped = mask.for_tables(set(tables or backup.tables))
+        if skipped:
+            notes.append(f"mask rules for tables not restored are skipped: {', '.join(skipped)}")
+    pg_restore = find_tool("pg_restore", runtime.config.pg_bin_dir)
+    if backup.pg_dump_version and pg_restore.major < major_version(backup.pg_dump_version):
+        raise PgToolsError(
+            f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read an archive written by pg_dump "
+            f"{backup.pg_dump_version}; install pg_restore {major_version(backup.pg_dump_version)} or newer"
+        )
+    source = _locate(runtime, backup)
+    target = inspect_target(to_dsn)
+    if target.exists and not target.empty and not clean:
+        raise BadInput(
+            f"target database {target.where} is not empty ({target.describe_objects()}): "
+            "pass --clean to drop and recreate the backup's objects there, or restore into an empty database"
+        )
+    if (
+        target.server_version
+        and backup.pg_server_version
+        and major_version(target.server_version) < major_version(backup.pg_server_version)
+    ):
+        notes.append(
+            f"the target server runs PostgreSQL {target.server_version}, the backup comes from "
+            f"{backup.pg_server_version}: objects newer than the target server may fail to restore"
+        )
+    return RecoveryPlan(
+        backup=backup,
+        source=source,
+        target=target,
+        tables=tables,
+        clean=clean,
+        jobs=jobs,
+        mask=mask,
+        pg_restore=pg_restore,
+        backup_age_seconds=max((runtime.clock() - backup.started).total_seconds(), 0.0),
+        verification=_newest_verification(runtime, backup),
+        source_database_of=source_of,
+        notes=notes,
+    )
+
+
+# the download ------------------------------------------------------------------------
+
+
+class VerifiedDownload(ObjectStore):
+    """The object's chunks for `stream_restore`, hashed on the way; the last HOLD_BACK_BYTES
+    are handed over only once size and SHA-256 equal the catalog's. On a mismatch the
+    iteration raises instead, stream_restore stops pg_restore, and its one transaction rolls back."""
+
+    def __init__(self, store: ObjectStore, backup: BackupRecord, progress: RecoveryProgress) -> None:
+        super().__init__(store.s3, store.kms_key)
+        self._store = store
+        self._backup = backup
+        self._progress = progress
+        self.size_bytes = 0
+        self.sha256 = ""
+
+    def iter_chunks(self, bucket: str, key: str, chunk_size: int = DOWNLOAD_CHUNK) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        held: deque[bytes] = deque()
+        held_bytes = 0
+        for chunk in self._store.iter_chunks(bucket, key, chunk_size):
+            digest.update(chunk)
+            self.size_bytes += len(chunk)
+            self._progress.advance(len(chunk))
+            held.append(chunk)
+            held_bytes += len(chunk)
+            while held and held_bytes - len(held[0]) >= HOLD_BACK_BYTES:
+                released = held.popleft()
+                held_bytes -= len(released)
+                yield released
+        self.sha256 = digest.hexdigest()
+        check_download(
+            self._backup,
+            bucket,
+            key,
+            size_bytes=self.size_bytes,
+            sha256=self.sha256,
+            consequence="pg_restore was stopped before it could commit",
+        )
+        self._progress.phase("pg_restore: finishing (indexes, constraints)")
+        yield from held
+
+
+def check_download(
+    backup: BackupRecord, bucket: str, key: str, *, size_bytes: int, sha256: str, consequence: str
+) -> None:
+    """Size and SHA-256 of the downloaded bytes against the catalog; ChecksumMismatch says what differs."""
+    problems = []
+    if backup.size_bytes is not None and size_bytes != backup.size_bytes:
+        problems.append(f"{size_bytes:,} bytes, the catalog says {backup.size_bytes:,}")
+    if backup.sha256 is None:
+        problems.append("the catalog record has no SHA-256 to check against")
+    elif sha256 != backup.sha256:
+        problems.append(f"SHA-256 {sha256} differs from the catalog's {backup.sha256}")
+    if problems:
+        raise ChecksumMismatch(
+            f"backup {backup.backup_id}: s3://{bucket}/{key}: {'; '.join(problems)}; nothing was restored "
+            f"({consequence})"
+        )
+
+
+def download_archive(
+    store: ObjectStore,
+    backup: BackupRecord,
+    source: ObjectSource,
+    directory: Path,
+    progress: RecoveryProgress,
+) -> Path:
+    """The backup's pg_dump archive, decompressed into a file in `directory`, once its SHA-256 matched."""
+    path = directory / f"{backup.backup_id}.dump"
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("wb") as archive:
+        decoder = zstandard.ZstdDecompressor().stream_writer(archive, closefd=False)
+        unreadable: str | None = None
+        for chunk in store.iter_chunks(source.bucket, source.key):
+            digest.update(chunk)
+            size += len(chunk)
+            progress.advance(len(chunk))
+            if unreadable is None:
+                try:
+                    decoder.write(chunk)
+                except zstandard.ZstdError as exc:
+                    # Keep hashing to the end: a checksum mismatch names the real cause.
+                    unreadable = f"zstd stream is corrupt after {size:,} bytes: {exc}"
+        check_download(
+            backup,
+            source.bucket,
+            source.key,
+            size_bytes=size,
+            sha256=digest.hexdigest(),
+            consequence="pg_restore was not started",
+        )
+        if unreadable is not None:
+            raise RestoreFailed(f"backup {backup.backup_id}: archive unreadable: {unreadable}")
+        decoder.flush()
+    return path
+
+
+# databases on the target server --------------------------------------------------------
+
+
+def _create_database(dsn: str, dbname: str, *, private: bool) -> None:
+    with _maintenance_connection(dsn) as conn:
+        name = sql.Identifier(dbname)
+        try:
+            # template0: nothing installed in template1 may collide with what the archive creates.
+            conn.execute(sql.SQL("create database {} template template0").format(name))
+        except psycopg.Error as exc:
+            why = " (masked restores need CREATEDB on the target server)" if private else ""
+            raise DrsentryError(
+                f"cannot create database {dbname} on {redact(dsn)}{why}: {sanitize(_first_line(exc), dsn)}"
+            ) from exc
+        if private:
+            conn.execute(sql.SQL("revoke connect on database {} from public").format(name))
+
+
+def _drop_database(dsn: str, dbname: str) -> None:
+    try:
+        with _maintenance_connection(dsn) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname)))
+    except (DrsentryError, psycopg.Error) as exc:
+        logger.error(
+            "could not drop a database drsentry created", extra={"database": dbname, "error": str(exc)}
+        )
+
+
+def _swap_in(dsn: str, private: str, target: TargetDatabase) -> None:
+    """Replace the target database by the masked one (it is complete and masked by now)."""
+    with _maintenance_connection(dsn) as conn:
+        try:
+            if target.exists:
+                conn.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(target.dbname))
+                )
+            conn.execute(
+                sql.SQL("alter database {} rename to {}").format(
+                    sql.Identifier(private), sql.Identifier(target.dbname)
+                )
+            )
+            conn.execute(
+                sql.SQL("grant connect on database {} to public").format(sql.Identifier(target.dbname))
+            )
+        except psycopg.Error as exc:
+            raise DrsentryError(
+                f"the masked database {private} is ready but could not replace {target.dbname}: "
+                f"{sanitize(_first_line(exc), dsn)}; rename it by hand or drop it"
+            ) from exc
+
+
+# the restore ------------------------------------------------------------------------------
+
+
+def _clean_options(plan: RecoveryPlan) -> list[str]:
+    # A masked restore goes into a fresh private database: nothing there to clean.
+    return ["--clean", "--if-exists"] if plan.clean and plan.mask is None else []
+
+
+def file_restore_options(plan: RecoveryPlan) -> list[str]:
+    options = _clean_options(plan)
+    options += [f"--jobs={plan.jobs}"] if plan.jobs else ["--single-transaction"]
+    if plan.tables:
+        # pg_restore's --table takes bare names and --schema narrows them; without it a bare
+        # name would also bring back a same-named table of another schema.
+        options.append(f"--schema={table_schema(plan.tables[0])}")
+        options += [f"--table={table.rpartition('.')[2]}" for table in plan.tables]
+    return options
+
+
+def table_schema(table: str) -> str:
+    """`appointments` is public's (as pgmeta names tables), `audit.events` is audit's."""
+    return table.rpartition(".")[0] or "public"
+
+
+def _run_pg_restore(plan: RecoveryPlan, dsn: str, archive: Path) -> None:
+    dsn_without_password, env = pg_environment(dsn, APPLICATION_NAME)
+    command = [
+        str(plan.pg_restore.path),
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+        "--no-password",
+        *file_restore_options(plan),
+        f"--dbname={dsn_without_password}",
+        str(archive),
+    ]
+    try:
+        completed = subprocess.run(command, capture_output=True, env=env, check=False)
+    except OSError as exc:
+        raise PgToolsError(f"cannot start {plan.pg_restore.path}: {exc.strerror or exc}") from exc
+    stderr = sanitize(completed.stderr[:STDERR_LIMIT].decode("utf-8", errors="replace"), dsn)
+    errors = [
+        line.strip() for line in stderr.splitlines() if "error:" in line.lower() or "fatal:" in line.lower()
+    ]
+    if completed.returncode != 0 or errors:
+        detail = "; ".join((errors or stderr.splitlines())[:3])
+        raise RestoreFailed(f"pg_restore exited with code {completed.returncode}: {detail}")
+
+
+def _restore_into(
+    runtime: Runtime, plan: RecoveryPlan, dsn: str, progress: RecoveryProgress
+) -> tuple[int, str, float]:
+    """Restore the backup into `dsn`; (object size, SHA-256, restore seconds)."""
+    started = time.monotonic()
+    progress.start(f"restoring {plan.backup.backup_id}", plan.backup.size_bytes)
+    try:
+        if plan.mode == "stream":
+            download = VerifiedDownload(runtime.store, plan.backup, progress)
+            outcome = stream_restore(
+                download,
+                plan.source.bucket,
+                plan.source.key,
+                dsn,
+                plan.pg_restore,
+                options=(*_clean_options(plan), "--single-transaction"),
+                remaining_seconds=runtime.remaining_seconds,
+                application_name=APPLICATION_NAME,
+            )
+            outcome.raise_for_failure()
+            return download.size_bytes, download.sha256, time.monotonic() - started
+        with tempfile.TemporaryDirectory(prefix="drsentry-restore-") as directory:
+            archive = download_archive(runtime.store, plan.backup, plan.source, Path(directory), progress)
+            progress.phase(f"pg_restore{f' --jobs {plan.jobs}' if plan.jobs else ''}")
+            _run_pg_restore(plan, dsn, archive)
+        return plan.backup.size_bytes or 0, plan.backup.sha256 or "", time.monotonic() - started
+    except StorageError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ClientError):
+            raise explain_unreadable(plan.backup, cause) from exc
+        raise
+
+
+def _count(plan: RecoveryPlan, masking: MaskingReport | None) -> tuple[list[TableCount], list[str]]:
+    with _connect(plan.target.dsn) as conn:
+        # Count every row, as pg_dump saw them: no policy may filter the restoring role's counts.
+        conn.execute("set row_security = off")
+        restored = pgmeta.count_rows(conn)
+    truncated = set(masking.truncated) if masking else set()
+    counts = []
+    for table in plan.restored_tables:
+        note = "truncated by the mask rules" if table in truncated else ""
+        counts.append(TableCount(table, plan.backup.tables.get(table), restored.get(table), note))
+    warnings = []
+    if not plan.tables:
+        extra = sorted(set(restored) - set(plan.backup.tables))
+        if extra:
+            warnings.append(
+                f"tables in {plan.target.dbname} that the backup does not have: {', '.join(extra)}"
+            )
+    return counts, warnings
+
+
+def execute_recovery(
+    runtime: Runtime,
+    plan: RecoveryPlan,
+    progress: RecoveryProgress | None = None,
+    smoke: Sequence[SmokeCheck] = (),
+) -> RecoveryResult:
+    """Restore as planned, then run the `smoke` checks. Raises ArchiveNotReadable when the bytes are
+    still in Glacier (after requesting their restore), ChecksumMismatch / RestoreFailed when the
+    restore did not complete."""
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    if not plan.source.readable and plan.source.archive is not None:
+        _stop_at_archive(runtime, plan)
+    target = plan.target
+    created: str | None = None
+    restore_dsn = target.dsn
+    if plan.mask is not None:
+        created = f"{MASK_PREFIX}{secrets.token_hex(6)}"
+        _create_database(target.dsn, created, private=True)
+        restore_dsn = make_conninfo(target.dsn, dbname=created)
+    elif not target.exists:
+        created = target.dbname
+        _create_database(target.dsn, created, private=False)
+    masking: MaskingReport | None = None
+    try:
+        size, sha256, restore_seconds = _restore_into(runtime, plan, restore_dsn, progress)
+        if plan.mask is not None and created is not None:
+            progress.phase("masking")
+            with _connect(restore_dsn) as conn:
+                masking = apply_masking(conn, plan.mask)
+            _swap_in(target.dsn, created, target)
+            created = None
+    except RestoreFailed as exc:
+        if created is not None:
+            _drop_database(target.dsn, created)
+        raise _with_target_state(plan, exc, created is not None) from exc
+    except BaseException:
+        if created is not None:
+            # Only what this restore created: a half-restored new database helps nobody, and a
+            # private one may hold unmasked rows.
+            _drop_database(target.dsn, created)
+        raise
+    progress.phase("counting rows")
+    counts, warnings = _count(plan, masking)
+    if smoke:
+        progress.phase(f"running {len(smoke)} smoke check(s)")
+    smoke_results = run_smoke_checks(smoke, target.dsn)
+    logger.info(
+        "restore finished",
+        extra={
+            "backup_id": plan.backup.backup_id,
+            "target": target.where,
+            "restore_seconds": round(restore_seconds, 3),
+            "tables": len(counts),
+        },
+    )
+    return RecoveryResult(
+        plan=plan,
+        size_bytes=size,
+        sha256=sha256,
+        restore_seconds=round(restore_seconds, 3),
+        total_seconds=round(time.monotonic() - started, 3),
+        counts=counts,
+        masking=masking,
+        warnings=warnings,
+        smoke=smoke_results,
+    )
+
+
+def _with_target_state(plan: RecoveryPlan, exc: RestoreFailed, created: bool) -> RestoreFailed:
+    """Say what the failed restore left in the target: the operator's next question."""
+    if isinstance(exc, ChecksumMismatch):
+        return exc
+    dbname = plan.target.dbname
+    if created and plan.mask is not None:
+        state = f"the private database was dropped; {dbname} is as it was"
+    elif created:
+        state = f"{dbname} did not exist before and was dropped again"
+    elif plan.jobs:
+        state = (
+            f"--jobs restores are not one transaction: {dbname} may hold part of the backup "
+            "(retry with --clean)"
+        )
+    else:
+        state = f"the restore ran in one transaction: {dbname} is as it was"
+    return type(exc)(f"{exc}; {state}")
+
+
+def _stop_at_archive(runtime: Runtime, plan: RecoveryPlan) -> None:
+    access = plan.source.archive
+    assert access is not None
+    if access.state == "archived":
+        access = request_archive_restore(runtime, plan.backup.backup_id)
+    # archive.py's message says what S3 is doing and when to come back.
+    raise ArchiveNotReadable(f"backup {plan.backup.backup_id}: {access.message}")
