@@ -129,8 +129,8 @@ def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
 
     from drsentry.adapters import buckets as storage
     from drsentry.adapters import pgmeta
-    from drsentry.adapters.catalog import Catalog
     from drsentry.adapters.secrets import Credentials
+    from drsentry.adapters.table import Catalog
     from drsentry.jobs.backup import job as backup
     from drsentry.jobs.notify.job import Notifier
 
@@ -163,7 +163,7 @@ def instrument_verify() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     from drsentry.adapters import buckets as storage
     from drsentry.adapters import pgmeta
     from drsentry.adapters import restore_stream as restore
-    from drsentry.adapters.catalog import Catalog
+    from drsentry.adapters.table import Catalog
     from drsentry.jobs.notify.job import Notifier
     from drsentry.jobs.verify import job as verify
 
