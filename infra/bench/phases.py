@@ -129,16 +129,17 @@ def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
 
     from drsentry.adapters import buckets as storage
     from drsentry.adapters import pgmeta
-    from drsentry.adapters.catalog import Catalog
     from drsentry.adapters.secrets import Credentials
+    from drsentry.adapters.table import Catalog
+    from drsentry.adapters.table.locks import RunLocks
     from drsentry.jobs.backup import job as backup
     from drsentry.jobs.notify.job import Notifier
 
     timed(backup, "run_scheduled_backup", "total (run_scheduled_backup)")
     timed(backup, "backup_target", "backup_target")
     timed(backup, "replicate_backup", "replica copy")
-    timed(Catalog, "acquire_lock", "catalog: lock")
-    timed(Catalog, "release_lock", "catalog: unlock")
+    timed(RunLocks, "acquire", "catalog: lock")
+    timed(RunLocks, "release", "catalog: unlock")
     timed(Catalog, "latest_completed", "catalog: previous backup (tier)")
     timed(Catalog, "put_backup", "catalog: write record")
     timed(Credentials, "dsn", "credentials")
@@ -163,13 +164,14 @@ def instrument_verify() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     from drsentry.adapters import buckets as storage
     from drsentry.adapters import pgmeta
     from drsentry.adapters import restore_stream as restore
-    from drsentry.adapters.catalog import Catalog
+    from drsentry.adapters.table import Catalog
+    from drsentry.adapters.table.locks import RunLocks
     from drsentry.jobs.notify.job import Notifier
     from drsentry.jobs.verify import job as verify
 
     timed(verify, "run_scheduled_verify", "total (run_scheduled_verify)")
-    timed(Catalog, "acquire_lock", "catalog: lock")
-    timed(Catalog, "release_lock", "catalog: unlock")
+    timed(RunLocks, "acquire", "catalog: lock")
+    timed(RunLocks, "release", "catalog: unlock")
     timed(Catalog, "iter_backups", "catalog: list backups")
     timed(verify.VerificationRun, "_prepare", "credentials, pg_restore --version")
     timed(verify.VerificationRun, "_clean_leftovers", "scratch: drop leftovers")

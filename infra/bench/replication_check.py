@@ -117,14 +117,11 @@ def synthetic_catalog(runtime: Any, backups: int) -> list[Any]:
 
 
 def write_records(runtime: Any, records: list[Any]) -> None:
-    from drsentry.adapters.catalog import to_item
+    from drsentry.adapters.table.catalog import backup_item
+    from drsentry.adapters.table.items import to_item
 
     dynamodb = runtime.clients.dynamodb
-    items = []
-    for record in records:
-        fields = record.model_dump()
-        fields.update(pk=f"target#{record.target}", sk=f"backup#{record.backup_id}", kind="backup")
-        items.append({"PutRequest": {"Item": to_item(fields)}})
+    items = [{"PutRequest": {"Item": to_item(backup_item(record))}} for record in records]
     for start in range(0, len(items), 25):
         pending: dict[str, Any] = {runtime.config.catalog.table: items[start : start + 25]}
         while pending:

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import KNOWN_SECRETS
 from drsentry.adapters.aws import AwsClients
+from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config, dump_config, parse_config
 from drsentry.core.observability import logger as drsentry_logger
 from drsentry.core.records import RunNotice
@@ -119,7 +120,14 @@ class Alerts:
         return config
 
     def notifier(self, config: Config | None = None, slack_timeout: float = 2.0) -> Notifier:
-        return Notifier(config or self.config(), self.clients, clock=self.clock, slack_timeout=slack_timeout)
+        config = config or self.config()
+        return Notifier(
+            config,
+            self.clients,
+            alert_states=Catalog(self.clients.dynamodb, config.catalog.table).alert_states,
+            clock=self.clock,
+            slack_timeout=slack_timeout,
+        )
 
     def headers(self) -> list[str]:
         """The header line of every Slack post received, in order."""

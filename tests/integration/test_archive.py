@@ -23,11 +23,10 @@ from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
 from drsentry.adapters.buckets import MiB, object_tags
-from drsentry.adapters.verification_log import VerificationRecord, verification_log
 from drsentry.core.config import Config, dump_config
 from drsentry.core.errors import BadInput
 from drsentry.core.events import scheduled_event
-from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
+from drsentry.core.records import BackupRecord, VerificationRecord, iso, new_backup_id, utc_now
 from drsentry.jobs.archive import job as archive_module
 from drsentry.jobs.archive.job import (
     ArchiveNotReadable,
@@ -399,7 +398,7 @@ def test_the_newest_verified_backup_survives(runtime: Runtime) -> None:
     # Given a verified backup that is not the first of its hour, 20 days ago
     seeded = seed_month_of_backups(runtime)
     verified = seeded["hourly_b"]
-    verification_log(runtime).put(
+    runtime.catalog.verifications.put(
         VerificationRecord(
             target="app", backup_id=verified.backup_id, verified_at=iso(utc_now()), status="success"
         )

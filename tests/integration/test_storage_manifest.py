@@ -29,9 +29,8 @@ from typer.testing import CliRunner
 
 from drsentry.adapters.aws import AwsClients
 from drsentry.adapters.buckets import ObjectStore
-from drsentry.adapters.verification_log import Check, VerificationRecord
 from drsentry.core.config import BucketConfig, Config, dump_config, parse_config
-from drsentry.core.records import BackupRecord, RunNotice
+from drsentry.core.records import BackupRecord, Check, RunNotice, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime, build_runtime
 from drsentry.jobs.storage_manifest import storage_manifest_key, write_manifest

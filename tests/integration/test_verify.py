@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 from drsentry.adapters.buckets import ObjectStore
 from drsentry.adapters.pgtools import find_tool
 from drsentry.adapters.restore_stream import RestoreTimedOut, stream_restore
-from drsentry.adapters.verification_log import VerificationLog, VerificationRecord, verification_log
 from drsentry.core.deadlines import monotonic_deadline
-from drsentry.core.records import BackupRecord
+from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime, build_runtime
 from drsentry.jobs.verify.job import (
@@ -144,7 +143,7 @@ def test_clean_backup_verifies_success_with_every_check_listed(
     assert record.error_details is None
     assert backup.sha256 and backup.sha256 in check(record, "object checksum").detail
     # ... the record is in the log, with the contract's fields and a 90-day TTL
-    assert verification_log(runtime).latest("app") == record
+    assert runtime.catalog.verifications.latest("app") == record
     item = runtime.clients.dynamodb.get_item(
         TableName=runtime.config.catalog.table,
         Key={"pk": {"S": "target#app"}, "sk": {"S": f"verify#{record.verified_at}#{record.id}"}},
@@ -350,7 +349,7 @@ def test_unreachable_scratch_server_gives_a_failure_record(
     assert record.backup_id == backup.backup_id
     assert record.error_details and "scratch server unreachable" in record.error_details
     assert "pw-n0body" not in record.model_dump_json()
-    assert verification_log(runtime).latest("app") == record
+    assert runtime.catalog.verifications.latest("app") == record
 
 
 def test_scratch_dsn_that_is_the_source_is_refused(source_db: str, make_config: Any) -> None:
@@ -503,7 +502,7 @@ def test_cli_run_verify_without_backup_exits_1(
 
 
 def test_history_is_limited_to_the_days_asked(runtime: Runtime, backup: BackupRecord) -> None:
-    log = VerificationLog(runtime.catalog.client, runtime.catalog.table_name)
+    log = runtime.catalog.verifications
     old = VerificationRecord(
         target="app", backup_id=backup.backup_id, verified_at="2020-01-01T00:00:00Z", status="success"
     )

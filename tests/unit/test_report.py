@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drsentry.adapters.verification_log import Check
+from drsentry.core.records import Check
 from drsentry.operator.drill import DrillReport, HistoryPoint, drill_status
 from drsentry.operator.drill_report import (
     axis_top,

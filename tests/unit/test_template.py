@@ -34,8 +34,8 @@ from samtranslator.translator.arn_generator import ArnGenerator
 from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
 
-from drsentry.adapters import catalog
 from drsentry.adapters.buckets import encryption_args
+from drsentry.adapters.table import keys, schema
 from drsentry.core import observability
 from drsentry.core.config import parse_config
 from drsentry.core.events import parse_scheduled_event
@@ -621,12 +621,12 @@ def test_the_replica_stack_outputs_what_the_main_stack_asks_for(sam: Json, repli
 
 def test_the_catalog_table_is_the_one_the_code_creates(sam: Json) -> None:
     table = sam["Resources"]["CatalogTable"]["Properties"]
-    expected = catalog.table_definition("ignored")
+    expected = schema.table_definition("ignored")
     assert table["BillingMode"] == expected["BillingMode"] == "PAY_PER_REQUEST"
     assert sorted(table["AttributeDefinitions"], key=str) == sorted(expected["AttributeDefinitions"], key=str)
     assert table["KeySchema"] == expected["KeySchema"]
     assert table["GlobalSecondaryIndexes"] == expected["GlobalSecondaryIndexes"]
-    assert table["TimeToLiveSpecification"] == {"AttributeName": catalog.TTL_ATTRIBUTE, "Enabled": True}
+    assert table["TimeToLiveSpecification"] == {"AttributeName": keys.TTL_ATTRIBUTE, "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert sam["Resources"]["CatalogTable"]["DeletionPolicy"] == "Retain"
 
@@ -737,8 +737,8 @@ def test_the_deployed_catalog_table_and_bucket_are_what_the_code_expects(
     _, outputs = stack
     dynamodb: Any = boto3.client("dynamodb", region_name=REGION)
     table = dynamodb.describe_table(TableName=outputs["CatalogTableName"])["Table"]
-    assert table["KeySchema"] == catalog.table_definition("x")["KeySchema"]
-    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [catalog.BACKUP_ID_INDEX]
+    assert table["KeySchema"] == schema.table_definition("x")["KeySchema"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [keys.BACKUP_ID_INDEX]
     s3: Any = boto3.client("s3", region_name=REGION)
     (rule,) = s3.get_bucket_encryption(Bucket=outputs["BackupBucketName"])[
         "ServerSideEncryptionConfiguration"

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from drsentry.adapters.pgmeta import RlsTable
 from drsentry.adapters.restore_stream import RestoreOutcome, _judge_pg_restore, _ZstdFrames
-from drsentry.adapters.verification_log import Check, VerificationRecord, derive_status, new_verification_id
 from drsentry.core.config import Assertion, VerifyConfig
-from drsentry.core.records import BackupRecord
+from drsentry.core.records import BackupRecord, Check, VerificationRecord, derive_status, new_verification_id
 from drsentry.jobs.verify.job import (
     CHECK_DRIFT,
     CHECK_OBJECT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -97,3 +98,56 @@ class RunNotice(BaseModel):
     summary: str
     details: dict[str, Any] = Field(default_factory=dict)
     run_id: str
+
+
+VerificationStatus = Literal["success", "warning", "failure"]
+CheckSeverity = Literal["critical", "warning"]
+# "skipped": not run because an earlier step failed (the detail says which).
+CheckStatus = Literal["passed", "failed", "skipped"]
+
+
+class Check(BaseModel):
+    """One entry of a verification record's ``checks``."""
+
+    name: str
+    severity: CheckSeverity
+    status: CheckStatus
+    detail: str = ""
+
+
+def new_verification_id() -> str:
+    """Milliseconds since the epoch (hex) then randomness: records of one second still sort by time."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+class VerificationRecord(BaseModel):
+    """CONTRACT.md "Records": what `verifications list --json` prints, one per verification."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(default_factory=new_verification_id)
+    target: str
+    backup_id: str
+    verified_at: str
+    backup_age_hours: float | None = None
+    backup_size_mb: float | None = None
+    status: VerificationStatus
+    checks_passed: int = 0
+    checks_failed: int = 0
+    restore_seconds: float | None = None
+    checks: list[Check] = Field(default_factory=list)
+    error_details: str | None = None
+
+    @property
+    def failed_checks(self) -> list[Check]:
+        return [check for check in self.checks if check.status == "failed"]
+
+
+def derive_status(checks: list[Check]) -> VerificationStatus:
+    """Any failed critical check makes `failure`; otherwise any failed warning check makes
+    `warning`; else `success`. No checks at all proves nothing, so that is a `failure` too."""
+    if not checks or any(c.status == "failed" and c.severity == "critical" for c in checks):
+        return "failure"
+    if any(c.status == "failed" for c in checks):
+        return "warning"
+    return "success"

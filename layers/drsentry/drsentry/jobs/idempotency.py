@@ -10,14 +10,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
-from drsentry.adapters.catalog import IDEMPOTENCY_PK, TTL_ATTRIBUTE
 from drsentry.core.errors import BackupInProgress
 from drsentry.jobs.runtime import Runtime
 
@@ -30,14 +25,7 @@ def once_per_event(
     runtime: Runtime, request: dict[str, Any], work: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> dict[str, Any]:
     """Run `work(request)` unless this request already ran; return the stored result."""
-    persistence = DynamoDBPersistenceLayer(
-        table_name=runtime.config.catalog.table,
-        key_attr="pk",
-        sort_key_attr="sk",
-        static_pk_value=IDEMPOTENCY_PK,
-        expiry_attr=TTL_ATTRIBUTE,
-        boto3_client=runtime.clients.dynamodb,
-    )
+    persistence = runtime.catalog.idempotency_persistence()
     config = IdempotencyConfig(
         event_key_jmespath="[source, event_id, target]",
         raise_on_no_idempotency_key=True,

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from drsentry.adapters.aws import AwsClients
 from drsentry.adapters.buckets import ObjectStore
-from drsentry.adapters.catalog import Catalog
 from drsentry.adapters.secrets import Credentials
+from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config
 from drsentry.core.deadlines import Remaining, lambda_deadline, no_deadline
 from drsentry.core.records import RunNotice, utc_now
@@ -75,5 +75,11 @@ def build_runtime(
         remaining_seconds=lambda_deadline(lambda_context),
         lambda_context=lambda_context,
     )
-    runtime.notifier = SnsSlackNotifier(config, clients, credentials=runtime.credentials, clock=runtime.clock)
+    runtime.notifier = SnsSlackNotifier(
+        config,
+        clients,
+        alert_states=runtime.catalog.alert_states,
+        credentials=runtime.credentials,
+        clock=runtime.clock,
+    )
     return runtime

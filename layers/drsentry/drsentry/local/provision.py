@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from drsentry.adapters import catalog
+from drsentry.adapters.table import create_table
 from drsentry.core.config import Config
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def provision(config: Config, clients: AwsClients, secret_values: dict[str, dict
         _create_bucket(clients, storage.replica.bucket, storage.replica.region)
     if storage.archive:
         _create_bucket(clients, storage.archive.bucket, storage.region, object_lock=True)
-    catalog.create_table(clients.dynamodb, config.catalog.table)
+    create_table(clients.dynamodb, config.catalog.table)
     if config.notifications.sns_topic_arn:
         clients.sns.create_topic(Name=config.notifications.sns_topic_arn.rsplit(":", 1)[-1])
     for name, value in secret_values.items():

@@ -294,10 +294,8 @@ def verifications_list(
 
     Example: drsentry verifications list --target app --days 30 --json
     """
-    from drsentry.adapters.verification_log import verification_log
-
     runtime = _runtime(config)
-    log = verification_log(runtime)
+    log = runtime.catalog.verifications
     now = runtime.clock()
     records = []
     for selected in runtime.config.selected_targets(target):

@@ -26,9 +26,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from drsentry.adapters.verification_log import Check, VerificationRecord, verification_log
 from drsentry.core.errors import BadInput
-from drsentry.core.records import iso
+from drsentry.core.records import Check, VerificationRecord, iso
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.job import verify_backup
@@ -115,7 +114,7 @@ def drill_issues(report: DrillReport, verification: VerificationRecord | None) -
 def history(runtime: Runtime, target: str, size: int = HISTORY_SIZE) -> list[HistoryPoint]:
     """The target's last `size` verifications, oldest first (as a chart reads)."""
     points: list[HistoryPoint] = []
-    for record in verification_log(runtime).iter(target):
+    for record in runtime.catalog.verifications.iter(target):
         points.append(
             HistoryPoint(
                 verified_at=record.verified_at,

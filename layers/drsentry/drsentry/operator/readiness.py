@@ -19,11 +19,10 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from drsentry.adapters.catalog import BACKUP_ID_INDEX
 from drsentry.adapters.pgmeta import server_version
 from drsentry.adapters.pgtools import PgTool, find_tool, major_version
 from drsentry.adapters.secrets import redact, sanitize
-from drsentry.adapters.verification_log import verification_log
+from drsentry.adapters.table.keys import BACKUP_ID_INDEX, TTL_ATTRIBUTE
 from drsentry.core.config import TargetConfig, format_duration
 from drsentry.core.errors import DrsentryError
 from drsentry.jobs.replication.job import bucket_region, region_problems, versioning_problem
@@ -323,20 +322,19 @@ class ReadinessRun:
 
     def _catalog_table(self) -> tuple[CheckState, str]:
         name = self.config.catalog.table
-        dynamodb = self.runtime.clients.dynamodb
-        try:
-            table = dynamodb.describe_table(TableName=name)["Table"]
-        except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
-                return "fail", f"the catalog table {name} does not exist"
-            raise
-        indexes = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
-        if BACKUP_ID_INDEX not in indexes:
+        table = self.runtime.catalog.describe()
+        if table is None:
+            return "fail", f"the catalog table {name} does not exist"
+        if not table.has_backup_id_index:
             return "fail", f"table {name} lacks the {BACKUP_ID_INDEX} index that `drsentry restore ID` needs"
-        ttl = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
-        if ttl.get("TimeToLiveStatus") not in {"ENABLED", "ENABLING"}:
+        if not table.ttl_on:
             return "warn", f"table {name}: TTL is off, so verification records are never expired"
-        return "pass", f"table {name}: {table.get('TableStatus', '?')}, {BACKUP_ID_INDEX} present, TTL on"
+        if not table.ttl_on_expiry_attribute:
+            return "warn", (
+                f"table {name}: TTL is on {table.ttl_attribute}, not {TTL_ATTRIBUTE}, "
+                "so verification records are never expired"
+            )
+        return "pass", f"table {name}: {table.status}, {BACKUP_ID_INDEX} present, TTL on"
 
     def _topic(self) -> tuple[CheckState, str]:
         arn = self.config.notifications.sns_topic_arn
@@ -366,7 +364,7 @@ class ReadinessRun:
     def _newest_verification(self, target: TargetConfig) -> tuple[CheckState, str]:
         if target.verify is None:
             return "warn", "no verify section: no backup of this target is ever restored"
-        newest = verification_log(self.runtime).latest(target.name)
+        newest = self.runtime.catalog.verifications.latest(target.name)
         if newest is None:
             return "warn", "never verified: run `drsentry run verify`"
         text = f"{newest.backup_id} verified {newest.verified_at}: {newest.status}"

@@ -49,12 +49,11 @@ from drsentry.adapters.buckets import DOWNLOAD_CHUNK, MiB, ObjectStore
 from drsentry.adapters.pgtools import PgTool, find_tool, major_version, pg_environment
 from drsentry.adapters.restore_stream import RestoreFailed, stream_restore
 from drsentry.adapters.secrets import redact, same_database, sanitize
-from drsentry.adapters.verification_log import VerificationRecord, verification_log
 from drsentry.core.config import SmokeCheck
 from drsentry.core.errors import BadInput, CredentialsError, DrsentryError, PgToolsError, StorageError
 from drsentry.core.gfs import is_archived
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, check_backup_id
+from drsentry.core.records import BackupRecord, VerificationRecord, check_backup_id
 from drsentry.jobs.archive.job import (
     ArchiveAccess,
     ArchiveNotReadable,
@@ -348,7 +347,7 @@ def _refuse_source(runtime: Runtime, backup: BackupRecord, dsn: str) -> str | No
 
 
 def _newest_verification(runtime: Runtime, backup: BackupRecord) -> VerificationRecord | None:
-    for seen, record in enumerate(verification_log(runtime).iter(backup.target)):
+    for seen, record in enumerate(runtime.catalog.verifications.iter(backup.target)):
         if seen >= VERIFICATION_LOOKBACK:
             break
         if record.backup_id == backup.backup_id:

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from drsentry.adapters.verification_log import verification_log
 from drsentry.core.gfs import is_archived
 from drsentry.core.records import BackupRecord, iso
 from drsentry.jobs.replication.job import latest_replication_check
@@ -144,7 +143,7 @@ def _replication_summary(runtime: Runtime, target: str) -> dict[str, Any] | None
 
 
 def _newest_verification(runtime: Runtime, target: str) -> dict[str, Any] | None:
-    record = verification_log(runtime).latest(target)
+    record = runtime.catalog.verifications.latest(target)
     return record.model_dump() if record is not None else None
 
 

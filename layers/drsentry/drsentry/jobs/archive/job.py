@@ -44,7 +44,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from drsentry.adapters.buckets import SHA256_TAG, MiB, copy_args, encryption_args, object_tags
-from drsentry.adapters.verification_log import verification_log
 from drsentry.core import gfs, observability
 from drsentry.core.config import ArchiveConfig
 from drsentry.core.errors import BackupInProgress, BadInput, DrsentryError, StorageError
@@ -188,7 +187,7 @@ class ArchiveRun:
         records = {record.backup_id: record for record in self.runtime.catalog.iter_backups(self.target.name)}
         verified = {
             verification.backup_id
-            for verification in verification_log(self.runtime).iter(self.target.name)
+            for verification in self.runtime.catalog.verifications.iter(self.target.name)
             if verification.status == "success"
         }
         plan = gfs.plan_retention(

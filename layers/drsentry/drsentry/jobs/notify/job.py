@@ -16,7 +16,7 @@ The route
    or the Secrets Manager secret ``slack_webhook_secret``. A Slack outage (refused,
    non-200, timeout) or an unreadable secret is logged and counted, never raised.
 4. No spam: the catalog table holds one alert state per source and target
-   (pk ``alert#{source}#{target}``, sk ``state``) recording what Slack was last told.
+   (``Catalog.alert_states``) recording what Slack was last told.
    The same failure (same severity, status and set of failing checks) is repeated at most
    every ``notifications.repeat_after``; a different failure is posted at once. The state
    is written only after Slack took the message, so a Slack outage never suppresses the
@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ValidationError
 
-from drsentry.adapters.catalog import TTL_ATTRIBUTE, from_item, to_item
 from drsentry.adapters.secrets import Credentials
 from drsentry.adapters.slack import (
     SLACK_TIMEOUT_SECONDS,
@@ -53,11 +52,12 @@ from drsentry.adapters.slack import (
     webhook_url,
 )
 from drsentry.core import observability as obs
-from drsentry.core.errors import CredentialsError
+from drsentry.core.errors import CatalogError, CredentialsError
 from drsentry.core.records import Severity, iso, parse_iso, utc_now
 
 if TYPE_CHECKING:
     from drsentry.adapters.aws import AwsClients
+    from drsentry.adapters.table.alert_states import AlertStates
     from drsentry.core.config import Config
     from drsentry.core.records import RunNotice
 
@@ -71,9 +71,6 @@ __all__ = [
     "handle_topic_message",
 ]
 
-ALERT_STATE_SK = "state"
-# Long enough to outlive any sane repeat_after; a stale target's state then disappears.
-ALERT_STATE_TTL = timedelta(days=90)
 _SUBJECT_LIMIT = 99  # SNS: ASCII, no line breaks, under 100 characters
 
 Decision = Literal["alert", "remind", "suppress", "recover", "quiet"]
@@ -195,13 +192,14 @@ class Notifier:
         config: Config,
         clients: AwsClients,
         *,
+        alert_states: AlertStates,
         credentials: Credentials | None = None,
         slack_timeout: float = SLACK_TIMEOUT_SECONDS,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.notifications = config.notifications
-        self.table_name = config.catalog.table
         self.clients = clients
+        self.alert_states = alert_states
         # Share one Credentials across runs in a process: its secret cache lives in it.
         self.credentials = credentials or Credentials(clients)
         self.slack_timeout = slack_timeout
@@ -291,28 +289,17 @@ class Notifier:
             self._save_state(notice, state, now, delivery)
         return "posted"
 
-    def _state_key(self, notice: RunNotice) -> dict[str, Any]:
-        return {"pk": {"S": f"alert#{notice.source}#{notice.target}"}, "sk": {"S": ALERT_STATE_SK}}
-
     def _load_state(self, notice: RunNotice, delivery: Delivery) -> AlertState | None:
         try:
-            response = self.clients.dynamodb.get_item(
-                TableName=self.table_name, Key=self._state_key(notice), ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as exc:
+            fields = self.alert_states.load(notice.source, notice.target)
+        except CatalogError as exc:
             # Without the state the run cannot know what Slack heard: it alerts rather than stays silent.
-            self._failed(
-                notice,
-                "alert-state",
-                f"reading alert state from {self.table_name!r} failed: {_aws_reason(exc)}",
-                delivery,
-            )
+            self._failed(notice, "alert-state", str(exc), delivery)
             return None
-        item = response.get("Item")
-        if not item:
+        if fields is None:
             return None
         try:
-            return AlertState.model_validate(from_item(item))
+            return AlertState.model_validate(fields)
         except ValidationError:
             obs.logger.warning(
                 "alert state item is malformed; treating as none",
@@ -321,25 +308,12 @@ class Notifier:
             return None
 
     def _save_state(self, notice: RunNotice, state: AlertState, now: datetime, delivery: Delivery) -> None:
-        fields: dict[str, Any] = state.model_dump()
-        fields.update(
-            pk=f"alert#{notice.source}#{notice.target}",
-            sk=ALERT_STATE_SK,
-            kind="alert-state",
-            source=notice.source,
-            target=notice.target,
-            run_id=notice.run_id,
-        )
-        fields[TTL_ATTRIBUTE] = int((now + ALERT_STATE_TTL).timestamp())
         try:
-            self.clients.dynamodb.put_item(TableName=self.table_name, Item=to_item(fields))
-        except (ClientError, BotoCoreError) as exc:
-            self._failed(
-                notice,
-                "alert-state",
-                f"writing alert state to {self.table_name!r} failed: {_aws_reason(exc)}",
-                delivery,
+            self.alert_states.save(
+                notice.source, notice.target, state.model_dump(), run_id=notice.run_id, saved_at=now
             )
+        except CatalogError as exc:
+            self._failed(notice, "alert-state", str(exc), delivery)
 
     def _failed(self, notice: RunNotice, channel: str, reason: str, delivery: Delivery) -> None:
         delivery.failures.append(reason)

@@ -70,7 +70,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from boto3.s3.transfer import TransferConfig
@@ -78,7 +78,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
 from drsentry.adapters.buckets import SHA256_TAG, MiB, ObjectStore, copy_args, encryption_args, object_tags
-from drsentry.adapters.catalog import TTL_ATTRIBUTE, from_item, to_item
 from drsentry.core import observability
 from drsentry.core.config import ReplicaConfig
 from drsentry.core.errors import BackupNotFound, BadInput, CatalogError, StorageError
@@ -93,9 +92,6 @@ if TYPE_CHECKING:
     from drsentry.jobs.runtime import Runtime
 
 WINDOW = timedelta(days=7)
-KEEP_FOR = timedelta(days=90)
-SK_PREFIX = "replication#"
-KIND = "replication"
 HEAD_CONCURRENCY = 16
 # The stored record, the idempotency record and the alert must stay far below DynamoDB's
 # 400 KB item limit even when thousands of replicas are missing; counts stay exact.
@@ -710,41 +706,9 @@ def backups_in_window(runtime: Runtime, target: str, window_start: datetime) -> 
     Backup ids begin with their start time, so the window is one key range of the
     catalog: the query reads the window only, and only the fields the check needs.
     """
-    catalog = runtime.catalog
-    names = {f"#f{index}": field for index, field in enumerate(_WINDOW_FIELDS)}
-    detail_names = {f"#d{index}": field for index, field in enumerate(_WINDOW_DETAIL_FIELDS)}
-    projection = [*names, *(f"#detail.{name}" for name in detail_names)]
-    paginator = catalog.client.get_paginator("query")
-    pages = paginator.paginate(
-        TableName=catalog.table_name,
-        KeyConditionExpression="pk = :pk AND sk BETWEEN :low AND :high",
-        FilterExpression="#status = :completed",
-        ProjectionExpression=", ".join(projection),
-        ExpressionAttributeNames={
-            **names,
-            **detail_names,
-            "#detail": "replica_detail",
-            "#status": "status",
-        },
-        ExpressionAttributeValues={
-            ":pk": {"S": f"target#{target}"},
-            ":low": {"S": f"backup#{window_start.astimezone(UTC):%Y%m%dT%H%M%S}"},
-            # '~' sorts after every character of a backup id, closing the range.
-            ":high": {"S": "backup#~"},
-            ":completed": {"S": "completed"},
-        },
-        ScanIndexForward=False,
+    return runtime.catalog.replication_checks.backups_in_window(
+        target, window_start, _WINDOW_FIELDS, _WINDOW_DETAIL_FIELDS
     )
-    try:
-        return [
-            BackupRecord.model_validate({**from_item(item), "target": target, "status": "completed"})
-            for page in pages
-            for item in page.get("Items", [])
-        ]
-    except (ClientError, BotoCoreError) as exc:
-        raise CatalogError(
-            f"catalog table {catalog.table_name!r}: listing the backups of {target} failed: {_reason(exc)}"
-        ) from exc
 
 
 def _directory(key: str) -> str:
@@ -1068,21 +1032,8 @@ def _emit_metrics(report: ReplicationReport) -> None:
 
 
 def _save(runtime: Runtime, report: ReplicationReport) -> None:
-    fields = report.model_dump()
-    fields.update(
-        pk=f"target#{report.target}",
-        sk=f"{SK_PREFIX}{report.checked_at}#{report.run_id}",
-        kind=KIND,
-        **{TTL_ATTRIBUTE: int((parse_iso(report.checked_at) + KEEP_FOR).timestamp())},
-    )
-    catalog = runtime.catalog
-    try:
-        catalog.client.put_item(TableName=catalog.table_name, Item=to_item(fields))
-    except (ClientError, BotoCoreError) as exc:
-        raise CatalogError(
-            f"catalog table {catalog.table_name!r}: writing the replication check of {report.target} "
-            f"failed: {_reason(exc)}"
-        ) from exc
+    checks = runtime.catalog.replication_checks
+    checks.save(report.target, report.checked_at, report.run_id, report.model_dump())
 
 
 def notice_for(report: ReplicationReport) -> RunNotice:
@@ -1182,22 +1133,8 @@ def check_replication(runtime: Runtime, target_name: str) -> ReplicationReport:
 
 def latest_replication_check(runtime: Runtime, target: str) -> ReplicationReport | None:
     """The newest replication check of a target (for `drsentry status`), or None."""
-    catalog = runtime.catalog
-    try:
-        response = catalog.client.query(
-            TableName=catalog.table_name,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": {"S": f"target#{target}"}, ":prefix": {"S": SK_PREFIX}},
-            ScanIndexForward=False,
-            Limit=1,
-        )
-    except (ClientError, BotoCoreError) as exc:
-        raise CatalogError(
-            f"catalog table {catalog.table_name!r}: reading the replication checks of {target} "
-            f"failed: {_reason(exc)}"
-        ) from exc
-    items = response.get("Items", [])
-    return ReplicationReport.model_validate(from_item(items[0])) if items else None
+    fields = runtime.catalog.replication_checks.latest(target)
+    return ReplicationReport.model_validate(fields) if fields is not None else None
 
 
 def run_scheduled_replication_check(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:

@@ -57,14 +57,7 @@ from drsentry.adapters.restore_stream import (
     stream_restore,
 )
 from drsentry.adapters.secrets import redact, same_database, sanitize
-from drsentry.adapters.verification_log import (
-    Check,
-    CheckSeverity,
-    VerificationLog,
-    VerificationRecord,
-    derive_status,
-    verification_log,
-)
+from drsentry.adapters.table.verifications import VerificationLog
 from drsentry.core import observability
 from drsentry.core.config import Assertion, BucketConfig, VerifyConfig
 from drsentry.core.errors import (
@@ -77,7 +70,17 @@ from drsentry.core.errors import (
 )
 from drsentry.core.events import parse_scheduled_event
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, RunNotice, Severity, iso, parse_iso
+from drsentry.core.records import (
+    BackupRecord,
+    Check,
+    CheckSeverity,
+    RunNotice,
+    Severity,
+    VerificationRecord,
+    derive_status,
+    iso,
+    parse_iso,
+)
 from drsentry.jobs.idempotency import once_per_event
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.storage_manifest import compare_storage, storage_check_name
@@ -912,7 +915,9 @@ def verify_backup(
     out of time): those become a `failure` record. Raises only when the record itself
     cannot be written (CatalogError) or the target has no verify section (BadInput).
     """
-    return VerificationRun(runtime, target_name, backup, verification_log(runtime), after_restore).execute()
+    return VerificationRun(
+        runtime, target_name, backup, runtime.catalog.verifications, after_restore
+    ).execute()
 
 
 def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord]:
@@ -921,12 +926,11 @@ def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord
     target = runtime.config.target(target_name)
     if target.verify is None:
         raise BadInput(f"target {target_name!r} has no verify section in the configuration")
-    lock_name = f"verify#{target_name}"
     # In Lambda the lock need not outlive the invocation: a killed run must not block the next one.
     remaining = runtime.remaining_seconds()
     lock_seconds = LOCK_TTL_SECONDS if remaining is None else int(remaining) + 60
     try:
-        runtime.catalog.acquire_lock(lock_name, runtime.run_id, lock_seconds)
+        runtime.catalog.locks.acquire(target_name, runtime.run_id, lock_seconds, job="verify")
     except BackupInProgress as exc:
         raise VerificationInProgress(
             f"another verification of target {target_name!r} is running (lock held); "
@@ -941,7 +945,7 @@ def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord
             for backup in choose_backups(completed, target.verify.sample_older)
         ]
     finally:
-        runtime.catalog.release_lock(lock_name, runtime.run_id)
+        runtime.catalog.locks.release(target_name, runtime.run_id, job="verify")
     _emit_rpo_signal(runtime, target_name, records)
     if runtime.notifier is not None:
         notice, failing = notice_for(runtime, target_name, records)
@@ -955,7 +959,7 @@ def _emit_rpo_signal(runtime: Runtime, target_name: str, records: list[Verificat
     backup_id = newest_good.backup_id if newest_good else None
     if backup_id is None:
         earlier = next(
-            (r for r in verification_log(runtime).iter(target_name) if r.status != "failure"), None
+            (r for r in runtime.catalog.verifications.iter(target_name) if r.status != "failure"), None
         )
         backup_id = earlier.backup_id if earlier else None
     if backup_id is not None:

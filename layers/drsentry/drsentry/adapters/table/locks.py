@@ -1,0 +1,59 @@
+"""Run locks: at most one backup (and one verification) of a target at a time.
+
+A lock is one item written with a condition: it may be taken when absent or expired, so
+a crashed run's lock lets the next run in once its TTL has passed, without waiting for
+DynamoDB's TTL sweep (which can take days). Only its owner releases it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from drsentry.adapters.aws_errors import AWS_ERRORS, error_code
+from drsentry.adapters.table.items import Table, to_item
+from drsentry.adapters.table.keys import LOCK_SK, PK, SK, TTL_ATTRIBUTE, LockedJob, key, lock_pk
+from drsentry.core.errors import BackupInProgress
+
+_HELD = "ConditionalCheckFailedException"
+
+
+class RunLocks:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def acquire(self, target: str, owner: str, ttl_seconds: int, job: LockedJob = "backup") -> None:
+        """Take the target's lock for `job`; BackupInProgress when another live run holds it."""
+        now = int(time.time())
+        item = {PK: lock_pk(target, job), SK: LOCK_SK, "owner": owner, TTL_ATTRIBUTE: now + ttl_seconds}
+        try:
+            self.table.client.put_item(
+                TableName=self.table.name,
+                Item=to_item(item),
+                ConditionExpression=f"attribute_not_exists({PK}) OR #expires < :now",
+                ExpressionAttributeNames={"#expires": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) == _HELD:
+                raise BackupInProgress(
+                    f"another {job} of target {target!r} is running (lock held); not starting a second one"
+                ) from exc
+            raise self.table.error(f"taking the {_lock_name(job)} of {target}", exc) from exc
+
+    def release(self, target: str, owner: str, job: LockedJob = "backup") -> None:
+        """Give the lock back; one that expired and was taken by another run is left to it."""
+        try:
+            self.table.client.delete_item(
+                TableName=self.table.name,
+                Key=key(lock_pk(target, job), LOCK_SK),
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
+        except AWS_ERRORS as exc:
+            if error_code(exc) != _HELD:
+                raise self.table.error(f"releasing the {_lock_name(job)} of {target}", exc) from exc
+
+
+def _lock_name(job: LockedJob) -> str:
+    return "lock" if job == "backup" else f"{job} lock"
