@@ -39,7 +39,8 @@ class _Commands(TyperGroup):
     `drsentry status -v` works as `drsentry -v status` does (click reads a group's options only
     before the subcommand)."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    # ctx is the Context of the click that typer vendors (typer._click): a private module, so not named.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         end = args.index("--") if "--" in args else len(args)
         if any(arg in VERBOSE_FLAGS for arg in args[:end]):
             args = ["--verbose", *(arg for arg in args[:end] if arg not in VERBOSE_FLAGS), *args[end:]]
@@ -1074,7 +1075,7 @@ def drill(
     if report is not None and not report.parent.resolve().is_dir():
         raise BadInput(f"--report {report}: directory {report.parent} does not exist")
     with stderr.status("drill starting") as spinner:
-        result = run_drill(runtime, targets[0].name, on_phase=spinner.update, smoke=smoke)
+        result = run_drill(runtime, targets[0].name, on_phase=spinner.update, smoke=smoke, config_file=config)
     if report is not None:
         try:
             kind = write_report(result, report)
@@ -1100,6 +1101,8 @@ def drill(
             stdout.print(f"  {name:<15} {value}", highlight=False)
         for issue in result.issues:
             stdout.print(f"  [yellow]issue:[/] {escape(issue)}", highlight=False)
+        for advice in result.recommendations:
+            stdout.print(f"  [cyan]recommendation:[/] {escape(advice)}", highlight=False)
     if report is not None:
         stderr.print(f"{kind} report written to {report}", highlight=False)
     if result.status != "PASS":
