@@ -313,10 +313,7 @@ def drill_recommendations(report: DrillReport) -> list[str]:
             "back; fix the cause and rerun the drill before relying on backups of this target."
         )
     restore_share = _share(report.rto_measured_seconds, report.rto_target_seconds)
-    rto, restore = (
-        format_seconds(report.rto_target_seconds),
-        format_seconds(report.rto_measured_seconds or 0.0),
-    )
+    rto, restore = format_seconds(report.rto_target_seconds), format_seconds(report.rto_measured_seconds)
     if restore_share is not None and restore_share > 1:
         advice.append(
             f"The restore took {restore}, over the RTO of {rto}: restore with more parallel jobs or "
@@ -328,7 +325,7 @@ def drill_recommendations(report: DrillReport) -> list[str]:
             "will break it; plan a faster restore (more parallel jobs, a larger server) now."
         )
     age_share = _share(report.rpo_measured_seconds, report.rpo_target_seconds)
-    rpo, age = format_seconds(report.rpo_target_seconds), format_seconds(report.rpo_measured_seconds or 0.0)
+    rpo, age = format_seconds(report.rpo_target_seconds), format_seconds(report.rpo_measured_seconds)
     if age_share is not None and age_share > 1:
         advice.append(
             f"The newest backup was {age} old when the drill began, over the RPO of {rpo}: find why "
