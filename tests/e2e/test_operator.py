@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from headless_chromium import WINDOW, rgb, screenshot, visible_facts
+from headless_chromium import WINDOW, chromium, rgb, screenshot, visible_facts
 from psycopg import sql
 from typer.testing import CliRunner
 
@@ -447,7 +447,8 @@ def test_failed_drill_exits_1_and_its_html_report_says_why(
 
 
 def test_a_passing_drill_report_reads_well_in_a_browser(stack: Stack, tmp_path: Path) -> None:
-    # Given a target verified before (so the charts have at least two points, seconds apart)
+    # Given Chromium, and a target verified before (so the charts have at least two points)
+    chromium()
     report = tmp_path / "drill.html"
 
     # When a drill passes and its HTML report is opened in Chromium

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from headless_chromium import WINDOW, rgb, screenshot, visible_facts
+from headless_chromium import WINDOW, chromium, rgb, screenshot, visible_facts
 from typer.testing import CliRunner
 
 # Imported before any CliRunner swaps stderr: Powertools' Logger keeps the stream it was created with.
@@ -230,6 +230,7 @@ def test_drill_fails_when_a_smoke_check_fails_and_the_html_report_says_which(
 def test_a_failed_drill_report_shows_the_failure_in_a_browser(
     failed_smoke_drill: Drill, stack: Stack, tmp_path: Path
 ) -> None:
+    chromium()
     document = json.loads(failed_smoke_drill.run.stdout)
 
     # When the HTML report is opened in Chromium
