@@ -7,9 +7,12 @@ a test that needs its own backup or configuration makes it.
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import re
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +21,13 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from headless_chromium import WINDOW, chromium, rgb, screenshot, visible_facts
 from psycopg import sql
 from typer.testing import CliRunner
 
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
 from drsentry.operator.cli import app
+from drsentry.operator.provenance import database_location, drsentry_version
 
 pytestmark = pytest.mark.e2e
 
@@ -399,6 +404,18 @@ def test_drill_writes_a_markdown_report_with_the_right_numbers(stack: Stack, tmp
     # the module's backup came before the drill, so the RPO was measured against it
     assert re.search(r"\| RPO \| [\d.]+ (s|min)[^|]* \| 1 h \| met \|", text)
     assert "## Last " in text and "verifications (oldest first)" in text
+    # a dated title, what to do next, and the run's context for an auditor
+    assert text.startswith(f"# DR drill report, app, {result['started_at'][:10]}\n")
+    assert "\n## Recommendations\n" in text
+    digest = hashlib.sha256(stack.config.read_bytes()).hexdigest()
+    for line in (
+        f"- Source database: `{database_location(stack.source_dsn)}`",
+        f"- drsentry version: `{drsentry_version()}`",
+        f"- Run by: `{getpass.getuser()} on {socket.gethostname()}`",
+        f"- Configuration: `sha256:{digest} of {stack.config.name}`",
+    ):
+        assert line in text
+    assert psycopg.conninfo.conninfo_to_dict(stack.source_dsn)["password"] not in text
 
 
 def test_failed_drill_exits_1_and_its_html_report_says_why(
@@ -427,6 +444,33 @@ def test_failed_drill_exits_1_and_its_html_report_says_why(
     assert verification["checks_failed"] == 1
     assert "critical check failed: critical tables: missing: invoices" in html
     assert html.count("<svg") == 2 and "<script" not in html
+
+
+def test_a_passing_drill_report_reads_well_in_a_browser(stack: Stack, tmp_path: Path) -> None:
+    # Given Chromium, and a target verified before (so the charts have at least two points)
+    chromium()
+    report = tmp_path / "drill.html"
+
+    # When a drill passes and its HTML report is opened in Chromium
+    run = drsentry("drill", "--config", str(stack.config), "--report", str(report), "--json")
+    assert run.exit_code == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert len(result["history"]) >= 2
+    facts = visible_facts(report)
+
+    # Then it reads PASS in green with no red card, and each chart's first and last x labels
+    # differ and do not overlap
+    assert facts["title"] == f"DR drill report, app, {result['started_at'][:10]}: PASS"
+    assert facts["status"] == {"text": "PASS", "background": rgb("#1f9d55")}
+    assert not [card["label"] for card in facts["cards"] if card["value_colour"] == rgb("#d63c3c")]
+    assert len(facts["x_labels"]) == 2
+    for first, last in facts["x_labels"]:
+        assert first["text"] != last["text"]
+        assert first["right"] < last["left"]
+    # the page fits its window, and a person can look at it
+    assert facts["overflowing"] == [] and facts["page_width"] <= facts["viewport_width"]
+    assert "Recommendations" in facts["text"] and "Details and run context" in facts["text"]
+    assert screenshot(report, tmp_path / "drill.png") == WINDOW
 
 
 # check and status ------------------------------------------------------------------------

@@ -8,9 +8,12 @@ variant of the configuration (same buckets and catalog, other smoke checks).
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from headless_chromium import WINDOW, chromium, rgb, screenshot, visible_facts
 from typer.testing import CliRunner
 
 # Imported before any CliRunner swaps stderr: Powertools' Logger keeps the stream it was created with.
@@ -29,6 +33,7 @@ import drsentry.core.observability  # noqa: F401
 from drsentry.core.config import SmokeCheck, dump_config, parse_config
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
 from drsentry.operator.cli import app
+from drsentry.operator.provenance import database_location, drsentry_version
 from drsentry.operator.smoke import run_http_check
 
 pytestmark = pytest.mark.e2e
@@ -174,17 +179,29 @@ def test_drill_with_smoke_checks_passes_and_reports_them(stack: Stack, app_url: 
     assert "answered 401 in" in text
 
 
-def test_drill_fails_when_a_smoke_check_fails_and_the_html_report_says_which(
-    stack: Stack, app_url: str, tmp_path: Path
-) -> None:
+@dataclass
+class Drill:
+    run: Invocation
+    config: Path
+    report: Path
+
+
+@pytest.fixture(scope="module")
+def failed_smoke_drill(stack: Stack, app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Drill:
     # Given a smoke check whose query finds nothing in the restored database
     checks = [*passing_checks(app_url), {"name": "no orgs", "sql": "select count(*) = 0 from organizations"}]
-    report = tmp_path / "drill.html"
+    config = stack.config(checks)
+    report = tmp_path_factory.mktemp("failed-drill") / "drill.html"
 
     # When the drill runs with --smoke
-    result = drsentry(
-        "drill", "--config", str(stack.config(checks)), "--smoke", "--report", str(report), "--json"
-    )
+    run = drsentry("drill", "--config", str(config), "--smoke", "--report", str(report), "--json")
+    return Drill(run, config, report)
+
+
+def test_drill_fails_when_a_smoke_check_fails_and_the_html_report_says_which(
+    failed_smoke_drill: Drill,
+) -> None:
+    result = failed_smoke_drill.run
 
     # Then the drill fails on that check alone, and both outputs say so
     assert result.exit_code == 1
@@ -197,9 +214,53 @@ def test_drill_fails_when_a_smoke_check_fails_and_the_html_report_says_which(
         ("no orgs", "failed"),
     ]
     assert "smoke check failed: no orgs: returned false" in document["issues"]
-    html = report.read_text()
+    html = failed_smoke_drill.report.read_text()
     assert '<span data-field="smoke">3/4</span>' in html
     assert '<div class="status FAIL" data-field="status">FAIL</div>' in html
+    # the checks card counts the smoke checks, and is the one card marked failed
+    passed, total = document["checks_passed"] + 3, document["checks_total"] + 4
+    assert f'<div class="value" data-field="checks">{passed}/{total}</div>' in html
+    assert re.findall(r'<div class="card kpi failed" data-card="([^"]+)">', html) == ["checks"]
+    assert any(
+        advice.startswith("Smoke check 'no orgs' failed on the restored copy (returned false)")
+        for advice in document["recommendations"]
+    )
+
+
+def test_a_failed_drill_report_shows_the_failure_in_a_browser(
+    failed_smoke_drill: Drill, stack: Stack, tmp_path: Path
+) -> None:
+    chromium()
+    document = json.loads(failed_smoke_drill.run.stdout)
+
+    # When the HTML report is opened in Chromium
+    facts = visible_facts(failed_smoke_drill.report)
+
+    # Then the verdict, the title and the cards agree: FAIL in red, and the checks card (smoke
+    # checks counted) is the only red one
+    assert facts["title"] == f"DR drill report, app, {document['started_at'][:10]}: FAIL"
+    assert facts["status"] == {"text": "FAIL", "background": rgb("#d63c3c")}
+    cards = {card["label"]: card for card in facts["cards"]}
+    checks = cards["CHECKS PASSED"]
+    assert checks["value"] == f"{document['checks_passed'] + 3}/{document['checks_total'] + 4}"
+    assert "smoke 3/4" in checks["hint"]
+    red = [label for label, card in cards.items() if card["value_colour"] == rgb("#d63c3c")]
+    assert red == ["CHECKS PASSED"] and checks["edge_colour"] == rgb("#d63c3c")
+    # what failed, what to do about it, and the run's context are on the page
+    text = facts["text"]
+    assert "Smoke checks (3/4 passed, failed)" in text
+    assert "Recommendations\nSmoke check 'no orgs' failed on the restored copy (returned false)" in text
+    config_digest = hashlib.sha256(failed_smoke_drill.config.read_bytes()).hexdigest()
+    for name, value in (
+        ("Source database", database_location(stack.raw["targets"][0]["dsn"])),
+        ("drsentry version", drsentry_version()),
+        ("Run by", f"{getpass.getuser()} on {socket.gethostname()}"),
+        ("Configuration", f"sha256:{config_digest} of {failed_smoke_drill.config.name}"),
+    ):
+        assert f"{name}\n{value}\n" in text, name
+    # and nothing is wider than its card or the window
+    assert facts["overflowing"] == [] and facts["page_width"] <= facts["viewport_width"]
+    assert screenshot(failed_smoke_drill.report, tmp_path / "drill.png") == WINDOW
 
 
 def test_drill_smoke_without_smoke_checks_is_bad_usage(stack: Stack) -> None:

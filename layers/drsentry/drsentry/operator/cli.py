@@ -10,15 +10,19 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from drsentry.core.config import Config, load_config
@@ -27,7 +31,24 @@ from drsentry.core.errors import BadInput, DrsentryError
 P = ParamSpec("P")
 R = TypeVar("R")
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class _Commands(TyperGroup):
+    """The root command: `-v/--verbose` is the program's option wherever it is typed, so that
+    `drsentry status -v` works as `drsentry -v status` does (click reads a group's options only
+    before the subcommand)."""
+
+    # ctx is the Context of the click that typer vendors (typer._click): a private module, so not named.
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if any(arg in VERBOSE_FLAGS for arg in args[:end]):
+            args = ["--verbose", *(arg for arg in args[:end] if arg not in VERBOSE_FLAGS), *args[end:]]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -132,9 +153,133 @@ def human_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f}d"
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from drsentry.operator.provenance import drsentry_version
+
+        sys.stdout.write(f"drsentry {drsentry_version()}\n")
+        raise typer.Exit()
+
+
+# Listings ------------------------------------------------------------------------
+#
+# A backup id is what `restore` needs, so no listing ever shortens one: rich, left to itself,
+# squeezes every column of a wide table into a narrow terminal and cuts ids to `20261…`. A
+# listing is laid out here instead: the whole table when it fits the width (the terminal's,
+# COLUMNS, or 80 with neither, as under cron), else without the columns that matter least,
+# else one block of `name value` lines per record.
+
+# The narrowest a folding column (an error, failed checks) gets beside the others: two or three
+# words a line still read as a sentence, and a word (a host:port/db) is not split unless it is
+# longer than FOLD_WORD_MAX.
+FOLD_MIN_WIDTH = 16
+FOLD_WORD_MAX = 40
+# A table's frame: one bar left of every column and one at the right edge; one space of padding
+# each side of a cell.
+CELL_PADDING = 2
+
+
+@dataclass(frozen=True)
+class Column:
+    """`drop`: when the listing is too wide, columns with drop 1 go first, then 2, ...; 0 never.
+    `fold`: free text that may fold onto more lines (ids and statuses never do). `heading`: on
+    the first line of a record's block."""
+
+    header: str
+    drop: int = 0
+    fold: bool = False
+    heading: bool = False
+
+
+def _widths(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    """(natural, narrowest) width of each column's cells, as printed (markup removed)."""
+    widths = []
+    for index, column in enumerate(columns):
+        cells = [Text.from_markup(row[index]).plain for row in rows]
+        lines = [line for cell in cells for line in cell.splitlines()]
+        natural = max([cell_len(column.header), *(cell_len(line) for line in lines)])
+        if column.fold:
+            longest_word = max((cell_len(word) for line in lines for word in line.split()), default=0)
+            widths.append((natural, min(natural, max(FOLD_MIN_WIDTH, min(longest_word, FOLD_WORD_MAX)))))
+        else:
+            widths.append((natural, natural))
+    return widths
+
+
+def _table_width(cells: Sequence[int]) -> int:
+    return sum(width + CELL_PADDING for width in cells) + len(cells) + 1
+
+
+def _fitted_widths(natural: list[int], narrowest: list[int], room: int) -> list[int] | None:
+    """Column widths within `room`: folding columns give up width, widest first, down to their
+    narrowest; None when even that is too wide."""
+    if _table_width(narrowest) > room:
+        return None
+    widths = list(natural)
+    while _table_width(widths) > room:
+        widest = max(
+            (index for index, width in enumerate(widths) if width > narrowest[index]),
+            key=lambda index: widths[index],
+        )
+        widths[widest] -= 1
+    return widths
+
+
+def print_listing(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    """Rows of markup cells as a table that fits the width without cutting a cell."""
+    room = stdout.width
+    for level in range(max((column.drop for column in columns), default=0) + 1):
+        shown = [index for index, column in enumerate(columns) if not column.drop or column.drop > level]
+        kept = [columns[index] for index in shown]
+        kept_rows = [[row[index] for index in shown] for row in rows]
+        natural, narrowest = zip(*_widths(kept, kept_rows), strict=True) if kept else ((), ())
+        widths = _fitted_widths(list(natural), list(narrowest), room)
+        if widths is not None:
+            table = Table(title=title, title_justify="left")
+            for column, width in zip(kept, widths, strict=True):
+                table.add_column(column.header, width=width, no_wrap=not column.fold, overflow="fold")
+            for row in kept_rows:
+                table.add_row(*row)
+            stdout.print(table)
+            return
+    _print_blocks(title, columns, rows)
+
+
+def _print_blocks(title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    """One record per block: its heading columns on the first line, then the other columns that
+    have a value, one per line, folded to the width under their own indent."""
+    stdout.print(title, highlight=False)
+    heading = [index for index, column in enumerate(columns) if column.heading]
+    details = [index for index in range(len(columns)) if index not in heading]
+    indent = 2 + max((cell_len(columns[index].header) for index in details), default=0) + 2
+    for row in rows:
+        stdout.print()
+        stdout.print("  ".join(row[index] for index in heading), highlight=False)
+        for index in details:
+            value = Text.from_markup(row[index])
+            if value.plain.strip() in {"", "-"}:
+                continue
+            lines = value.wrap(stdout, max(stdout.width - indent, FOLD_MIN_WIDTH), overflow="fold")
+            for number, line in enumerate(lines):
+                label = f"  {columns[index].header}" if number == 0 else ""
+                line.rstrip()
+                stdout.print(Text(label.ljust(indent)) + line, highlight=False)
+
+
+def first_line(text: str | None) -> str:
+    """An error's first line: its one sentence (a PostgreSQL error adds a hint below; --json has it)."""
+    return (text or "").strip().split("\n", 1)[0]
+
+
 @app.callback()
 def main_options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress to stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress to stderr (before or after the command).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     # EMF metrics are printed to stdout for CloudWatch in Lambda; from the CLI they would
     # corrupt --json output and reach no metric store, so the CLI never emits them.
@@ -261,23 +406,34 @@ def backups_list(
     if as_json:
         print_json([record.model_dump() for record in records])
         return
-    table = Table(title=f"backups ({len(records)})", title_justify="left")
-    for column in ("target", "backup id", "status", "started", "size", "seconds", "tier", "replica", "error"):
-        table.add_column(column)
+    columns = [
+        Column("target", heading=True),
+        Column("backup id", heading=True),
+        Column("status", heading=True),
+        Column("started", drop=1),  # the backup id begins with the same instant
+        Column("size", drop=4),
+        Column("seconds", drop=2),
+        Column("tier", drop=3),
+        Column("replica", drop=3),
+        Column("error", fold=True),
+    ]
+    rows = []
     for record in records:
         style = "green" if record.status == "completed" else "red"
-        table.add_row(
-            record.target,
-            record.backup_id,
-            f"[{style}]{record.status}[/]",
-            record.started_at,
-            human_bytes(record.size_bytes),
-            f"{record.duration_seconds or 0:.1f}",
-            record.tier or "-",
-            record.replica or "-",
-            escape((record.error or "")[:80]),
+        rows.append(
+            [
+                record.target,
+                record.backup_id,
+                f"[{style}]{record.status}[/]",
+                record.started_at,
+                human_bytes(record.size_bytes),
+                f"{record.duration_seconds or 0:.1f}",
+                record.tier or "-",
+                record.replica or "-",
+                escape(first_line(record.error)),
+            ]
         )
-    stdout.print(table)
+    print_listing(f"backups ({len(records)})", columns, rows)
 
 
 @verifications_app.command("list")
@@ -304,12 +460,19 @@ def verifications_list(
     if as_json:
         print_json([record.model_dump() for record in records])
         return
-    table = Table(title=f"verifications of the last {days} days ({len(records)})", title_justify="left")
-    for column in ("verified", "target", "backup id", "status", "checks", "restore", "age", "failed checks"):
-        table.add_column(column)
+    columns = [
+        Column("verified", drop=4),
+        Column("target", heading=True),
+        Column("backup id", heading=True),
+        Column("status", heading=True),
+        Column("checks", drop=3),
+        Column("restore", drop=2),
+        Column("age", drop=1),
+        Column("failed checks", fold=True),
+    ]
     colours = {"success": "green", "warning": "yellow", "failure": "red"}
-    for record in records:
-        table.add_row(
+    rows = [
+        [
             record.verified_at,
             record.target,
             record.backup_id,
@@ -317,9 +480,11 @@ def verifications_list(
             f"{record.checks_passed}/{record.checks_passed + record.checks_failed}",
             f"{record.restore_seconds:.1f}s" if record.restore_seconds is not None else "-",
             human_age(record.backup_age_hours * 3600 if record.backup_age_hours is not None else None),
-            ", ".join(check.name for check in record.failed_checks)[:80],
-        )
-    stdout.print(table)
+            escape(", ".join(check.name for check in record.failed_checks)),
+        ]
+        for record in records
+    ]
+    print_listing(f"verifications of the last {days} days ({len(records)})", columns, rows)
 
 
 @app.command("status")
@@ -338,23 +503,22 @@ def status(config: ConfigOption = None, target: TargetOption = None, as_json: Js
     if as_json:
         print_json(report.model_dump())
         return
-    table = Table(title=f"drsentry status at {report.generated_at}", title_justify="left")
-    table.add_column("target", no_wrap=True)
-    table.add_column("newest backup", no_wrap=True)
-    for column in (
-        "age / RPO",
-        "size",
-        "tier",
-        "verified",
-        "restore / RTO",
-        "replication",
-        "archived",
-        "last run",
-    ):
-        table.add_column(column)
+    columns = [
+        Column("target", heading=True),
+        Column("newest backup", heading=True),
+        Column("age / RPO"),
+        Column("size"),
+        Column("tier"),
+        Column("verified", fold=True),
+        Column("restore / RTO"),
+        Column("replication", fold=True),
+        Column("archived"),
+        Column("last run", fold=True),
+    ]
     level_colours = {"green": "green", "amber": "yellow", "red": "red"}
     verification_colours = {"success": "green", "warning": "yellow", "failure": "red"}
     replication_colours = {"ok": "green", "warning": "yellow", "failure": "red"}
+    rows = []
     for item in report.targets:
         backup = item.newest_backup or {}
         colour = level_colours[item.rpo_level]
@@ -378,20 +542,22 @@ def status(config: ConfigOption = None, target: TargetOption = None, as_json: Js
             replica_text = item.replica or "-"
         last = item.last_backup_status or "-"
         if item.last_backup_status == "failed":
-            last = f"[red]failed[/]: {escape((item.last_backup_error or '')[:60])}"
-        table.add_row(
-            item.target,
-            backup.get("backup_id", "[red]none[/]"),
-            age,
-            human_bytes(backup.get("size_bytes")),
-            backup.get("tier") or "-",
-            verified,
-            restore_text,
-            replica_text,
-            str(item.archived_backups),
-            last,
+            last = f"[red]failed[/]: {escape(first_line(item.last_backup_error))}"
+        rows.append(
+            [
+                item.target,
+                backup.get("backup_id", "[red]none[/]"),
+                age,
+                human_bytes(backup.get("size_bytes")),
+                backup.get("tier") or "-",
+                verified,
+                restore_text,
+                replica_text,
+                str(item.archived_backups),
+                last,
+            ]
         )
-    stdout.print(table)
+    print_listing(f"drsentry status at {report.generated_at}", columns, rows)
 
 
 # local stack --------------------------------------------------------------------
@@ -907,7 +1073,7 @@ def drill(
     if report is not None and not report.parent.resolve().is_dir():
         raise BadInput(f"--report {report}: directory {report.parent} does not exist")
     with stderr.status("drill starting") as spinner:
-        result = run_drill(runtime, targets[0].name, on_phase=spinner.update, smoke=smoke)
+        result = run_drill(runtime, targets[0].name, on_phase=spinner.update, smoke=smoke, config_file=config)
     if report is not None:
         try:
             kind = write_report(result, report)
@@ -933,6 +1099,8 @@ def drill(
             stdout.print(f"  {name:<15} {value}", highlight=False)
         for issue in result.issues:
             stdout.print(f"  [yellow]issue:[/] {escape(issue)}", highlight=False)
+        for advice in result.recommendations:
+            stdout.print(f"  [cyan]recommendation:[/] {escape(advice)}", highlight=False)
     if report is not None:
         stderr.print(f"{kind} report written to {report}", highlight=False)
     if result.status != "PASS":

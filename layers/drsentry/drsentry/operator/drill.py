@@ -15,27 +15,42 @@ The drill FAILS when the backup fails, the verification fails, or either target 
 With ``smoke``, the target's smoke checks run once the verification's checks are done and
 before its scratch database is dropped (SQL checks go to that restored database); a failed
 smoke check, or smoke checks that could not run because the restore failed, FAIL the drill.
+
+The report also carries what an operator's drill template asks for beyond the numbers: the
+run's context for an auditor (`RunContext`) and recommendations derived from what was
+measured (`drill_recommendations`), with the thresholds named below.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from drsentry.core.errors import BadInput
+from drsentry.core.config import TargetConfig
+from drsentry.core.errors import BadInput, CredentialsError
 from drsentry.core.records import Check, VerificationRecord, iso
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.job import verify_backup
+from drsentry.operator.provenance import config_digest, database_location, drsentry_version, operator_identity
 from drsentry.operator.smoke import SmokeResult, run_smoke_checks, smoke_failures
 
 HISTORY_SIZE = 30
 # The seeds' cadence: a drill every quarter.
 NEXT_DRILL_AFTER = timedelta(days=91)
+# Above this share of its objective a measured restore time or backup age leaves no margin for
+# growth or a slow day: the share at which `status` turns the RPO amber.
+NEAR_OBJECTIVE = 0.8
+# The drill's backup this much larger or smaller than the median of the earlier verified ones:
+# data grew or went away faster than capacity plans and restore times assume. Day-to-day churn
+# of a production database stays well within it; a dropped table or a bulk import does not.
+SIZE_DRIFT = 0.2
 
 DrillStatus = Literal["PASS", "FAIL"]
 
@@ -46,6 +61,15 @@ class HistoryPoint(BaseModel):
     status: str
     restore_seconds: float | None
     backup_size_mb: float | None
+
+
+class RunContext(BaseModel):
+    """What an auditor asks of a drill: which database, which drsentry, who, which settings."""
+
+    source: str
+    drsentry_version: str
+    ran_by: str
+    config_digest: str
 
 
 class DrillReport(BaseModel):
@@ -78,6 +102,8 @@ class DrillReport(BaseModel):
     next_drill_by: str = ""
     # None: the drill ran without --smoke; an empty list: requested, but the restore never completed.
     smoke: list[SmokeResult] | None = None
+    recommendations: list[str] = Field(default_factory=list)
+    context: RunContext | None = None
 
 
 def drill_status(
@@ -135,9 +161,10 @@ def run_drill(
     on_phase: Callable[[str], None] | None = None,
     *,
     smoke: bool = False,
+    config_file: Path | None = None,
 ) -> DrillReport:
     """Back up, restore into scratch, verify, measure (and run the smoke checks). Never raises
-    for what it finds."""
+    for what it finds. `config_file`: the configuration's file, whose digest the report carries."""
     phase = on_phase or (lambda _text: None)
     config = runtime.config
     target = config.target(target_name)
@@ -210,6 +237,12 @@ def run_drill(
         history=history(runtime, target_name),
         next_drill_by=(finished_at + NEXT_DRILL_AFTER).date().isoformat(),
         smoke=smoke_results if smoke else None,
+        context=RunContext(
+            source=drill_source(runtime, target),
+            drsentry_version=drsentry_version(),
+            ran_by=operator_identity(),
+            config_digest=config_digest(config, config_file),
+        ),
     )
     if backup.status != "completed":
         report.backup_status = backup.status
@@ -225,10 +258,121 @@ def run_drill(
     )
     if smoke and (not smoke_results or smoke_failures(smoke_results)):
         report.status = "FAIL"
+    report.recommendations = drill_recommendations(report)
     return report
+
+
+def drill_source(runtime: Runtime, target: TargetConfig) -> str:
+    """`host:port/db` of the drilled database (and the secret that names it)."""
+    try:
+        location = database_location(runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret))
+    except CredentialsError as exc:  # the backup failed on it too; the report says which secret
+        location = f"unknown ({exc})"
+    return f"{location} (secret {target.dsn_secret})" if target.dsn_secret else location
 
 
 def smoke_issues(results: list[SmokeResult]) -> list[str]:
     if not results:
         return ["smoke checks not run: the restore did not complete"]
     return [f"smoke check failed: {result.name}: {result.detail}" for result in smoke_failures(results)]
+
+
+def format_seconds(seconds: float | None) -> str:
+    """`0.8 s`, `42.0 s`, `3 min 20 s`, `1 h`, `2 h 5 min`: what a person reads at a glance."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(round(seconds / 60), 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def _share(measured: float | None, target: float) -> float | None:
+    return measured / target if measured is not None and target > 0 else None
+
+
+def drill_recommendations(report: DrillReport) -> list[str]:
+    """What to do next, derived from what the drill measured: the failures first, then what held
+    with too little margin (NEAR_OBJECTIVE), warning checks and a backup size that drifted from
+    the earlier ones (SIZE_DRIFT). Empty when every objective held with margin."""
+    advice: list[str] = []
+    if report.backup_status != "completed":
+        advice.append(
+            "Fix the backup first (see the issue above) and rerun the drill: "
+            "nothing after it could be measured."
+        )
+    critical = [check for check in report.checks if check.status == "failed" and check.severity == "critical"]
+    if critical:
+        names = ", ".join(check.name for check in critical)
+        advice.append(
+            f"Critical check(s) failed ({names}): this backup would not give the application its data "
+            "back; fix the cause and rerun the drill before relying on backups of this target."
+        )
+    restore_share = _share(report.rto_measured_seconds, report.rto_target_seconds)
+    rto, restore = format_seconds(report.rto_target_seconds), format_seconds(report.rto_measured_seconds)
+    if restore_share is not None and restore_share > 1:
+        advice.append(
+            f"The restore took {restore}, over the RTO of {rto}: restore with more parallel jobs or "
+            "on a larger server, or agree a longer RTO with the business."
+        )
+    elif restore_share is not None and restore_share >= NEAR_OBJECTIVE:
+        advice.append(
+            f"The restore took {restore}, {restore_share:.0%} of the RTO of {rto}: the database's growth "
+            "will break it; plan a faster restore (more parallel jobs, a larger server) now."
+        )
+    age_share = _share(report.rpo_measured_seconds, report.rpo_target_seconds)
+    rpo, age = format_seconds(report.rpo_target_seconds), format_seconds(report.rpo_measured_seconds)
+    if age_share is not None and age_share > 1:
+        advice.append(
+            f"The newest backup was {age} old when the drill began, over the RPO of {rpo}: find why "
+            "scheduled backups did not run, or schedule them more often."
+        )
+    elif age_share is not None and age_share >= NEAR_OBJECTIVE:
+        advice.append(
+            f"The newest backup was {age} old when the drill began, {age_share:.0%} of the RPO of {rpo}: "
+            "one late backup breaks it; schedule backups at least twice per RPO."
+        )
+    for check in report.checks:
+        if check.status == "failed" and check.severity == "warning":
+            advice.append(
+                f"Warning check '{check.name}' failed ({check.detail}): confirm it is expected, "
+                "or fix it before it hides a real loss."
+            )
+    if report.smoke is not None and not report.smoke:
+        advice.append("The smoke checks did not run: the restore did not complete. Fix the restore first.")
+    for result in smoke_failures(report.smoke or []):
+        advice.append(
+            f"Smoke check '{result.name}' failed on the restored copy ({result.detail}): the data came "
+            "back but the application would not work with it; fix this before relying on the backup."
+        )
+    drift = size_drift(report)
+    if drift is not None:
+        change, median_mb, earlier = drift
+        direction = "larger" if change > 0 else "smaller"
+        advice.append(
+            f"The backup is {abs(change):.0%} {direction} than the median of the {earlier} earlier "
+            f"verified backup(s) ({median_mb:,.1f} MB): confirm the "
+            f"{'growth' if change > 0 else 'shrinkage'} is expected (a sudden drop can be lost data), "
+            "and recheck the restore time against the RTO."
+        )
+    return advice
+
+
+def size_drift(report: DrillReport) -> tuple[float, float, int] | None:
+    """(relative change, median MB, earlier backups) when the drill's backup differs from the
+    median of the earlier verified backups by more than SIZE_DRIFT; None otherwise."""
+    if report.backup_size_bytes is None or report.backup_status != "completed":
+        return None
+    earlier = [
+        point.backup_size_mb
+        for point in report.history
+        if point.backup_id != report.backup_id and point.backup_size_mb
+    ]
+    if not earlier:
+        return None
+    median_mb = statistics.median(earlier)
+    change = report.backup_size_bytes / 1e6 / median_mb - 1
+    return (change, median_mb, len(earlier)) if abs(change) > SIZE_DRIFT else None

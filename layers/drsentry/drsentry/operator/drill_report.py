@@ -3,8 +3,13 @@ nothing fetched) for a browser or an auditor. Pure functions of a `DrillReport`.
 
 Both carry the seeds' drill report fields (status PASS/FAIL, total duration, backup and
 restore duration, checks passed/total, issues), the measured RTO and RPO against their
-targets, and the last 30 verifications as a chart. The values a script may want to read
-back are marked: `| Drill status | **PASS** |` in Markdown, `data-field="status"` in HTML.
+targets, and the last 30 verifications as a chart; and what an operator's drill template asks
+for: a dated title, recommendations derived from the measurements and the run's context for
+an auditor. The values a script may want to read back are marked: `| Drill status | **PASS** |`
+in Markdown, `data-field="status"` in HTML.
+
+The summary agrees with the verdict: its check count includes the smoke checks, and every top
+card is coloured by what it measured (a FAIL always has a red card saying why).
 """
 
 from __future__ import annotations
@@ -14,24 +19,11 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from drsentry.operator.drill import DrillReport, HistoryPoint
+from drsentry.operator.drill import NEAR_OBJECTIVE, DrillReport, HistoryPoint, format_seconds
 from drsentry.operator.smoke import SmokeResult
 
 STATUS_COLOURS = {"success": "#1f9d55", "warning": "#d68a00", "failure": "#d63c3c"}
 BAR_WIDTH = 24
-
-
-def format_seconds(seconds: float | None) -> str:
-    """`0.8 s`, `42.0 s`, `3 min 20 s`, `1 h`, `2 h 5 min`: what a person reads at a glance."""
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        minutes, rest = divmod(round(seconds), 60)
-        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, rest = divmod(round(seconds / 60), 60)
-    return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
 def format_megabytes(size_mb: float | None) -> str:
@@ -44,12 +36,92 @@ def objective_state(met: bool | None) -> str:
     return "met" if met else "missed" if met is False else "not measured"
 
 
-def text_bar(value: float | None, largest: float, width: int = 16) -> str:
-    """`█████░░░` scaled to the largest value: a chart that survives any Markdown renderer."""
-    if value is None or largest <= 0:
+def text_bar(value: float | None, full: float, width: int = 16) -> str:
+    """`█████░░░`, a full bar being `full` (longer values are a full bar): a chart that survives
+    any Markdown renderer."""
+    if value is None or full <= 0:
         return "·" * width
-    filled = max(1, round(width * value / largest)) if value > 0 else 0
+    filled = min(width, max(1, round(width * value / full))) if value > 0 else 0
     return "█" * filled + "░" * (width - filled)
+
+
+def report_title(report: DrillReport) -> str:
+    """`DR drill report, app, 2026-11-30`: the target and the (UTC) day the drill ran."""
+    return f"DR drill report, {report.target}, {report.started_at[:10]}"
+
+
+CardState = str  # "passed", "warning", "failed", or "" for a plain figure
+
+
+def check_totals(report: DrillReport) -> tuple[int, int, CardState]:
+    """(passed, run, state) of the verification's checks and the smoke checks together. Failed:
+    a critical check or a smoke check failed, smoke checks could not run, or nothing was checked;
+    warning: only warning checks failed."""
+    smoke = report.smoke or []
+    passed = report.checks_passed + sum(result.status == "passed" for result in smoke)
+    total = report.checks_total + len(smoke)
+    if (
+        report.verification_status in {None, "failure"}
+        or (report.smoke is not None and not smoke)
+        or any(result.status != "passed" for result in smoke)
+    ):
+        return passed, total, "failed"
+    return passed, total, "warning" if passed < total or report.verification_status == "warning" else "passed"
+
+
+def objective_card_state(measured: float | None, target: float, met: bool | None, near: float) -> CardState:
+    """Failed when missed, warning above `near` of the target, passed otherwise; plain when not
+    measured for want of an earlier backup."""
+    if met is False:
+        return "failed"
+    if met is None or measured is None:
+        return ""
+    return "warning" if target > 0 and measured / target >= near else "passed"
+
+
+def card_states(report: DrillReport) -> dict[str, CardState]:
+    """The colour of each top card, from what it measured."""
+    *_, checks = check_totals(report)
+    backup_failed = report.backup_status != "completed"
+    restore = objective_card_state(
+        report.rto_measured_seconds, report.rto_target_seconds, report.rto_met, NEAR_OBJECTIVE
+    )
+    if not backup_failed and report.rto_measured_seconds is None:
+        restore = "failed"  # the backup was there and the restore did not complete
+    return {
+        "total-duration": "",
+        "backup-duration": "failed" if backup_failed else "passed",
+        "restore-duration": restore,
+        "backup-age": objective_card_state(
+            report.rpo_measured_seconds, report.rpo_target_seconds, report.rpo_met, NEAR_OBJECTIVE
+        ),
+        "checks": checks,
+    }
+
+
+def context_rows(report: DrillReport) -> list[tuple[str, str]]:
+    """The run's context for an auditor: what was drilled, with what, by whom."""
+    context = report.context
+    if context is None:
+        return [("Run context", "not recorded")]
+    return [
+        ("Source database", context.source),
+        ("drsentry version", context.drsentry_version),
+        ("Run by", context.ran_by),
+        ("Configuration", context.config_digest),
+    ]
+
+
+def time_labels(stamps: Sequence[str]) -> list[str]:
+    """x-axis labels for ISO timestamps, as short as lets the first and the last differ: the
+    minute, else the second; points within the same second are numbered."""
+    minutes = [stamp[:16].replace("T", " ") for stamp in stamps]
+    if len(stamps) < 2 or minutes[0] != minutes[-1]:
+        return minutes
+    seconds = [stamp[:19].replace("T", " ") for stamp in stamps]
+    if seconds[0] != seconds[-1]:
+        return seconds
+    return [f"{label} #{number}" for number, label in enumerate(seconds, start=1)]
 
 
 # Markdown ----------------------------------------------------------------------------------
@@ -57,7 +129,7 @@ def text_bar(value: float | None, largest: float, width: int = 16) -> str:
 
 def render_markdown(report: DrillReport) -> str:
     lines = [
-        f"# DR drill report: {report.target}",
+        f"# {report_title(report)}",
         "",
         f"Drill of {report.started_at} to {report.finished_at} (UTC). "
         f"Next drill due by {report.next_drill_by}.",
@@ -68,6 +140,7 @@ def render_markdown(report: DrillReport) -> str:
         "|---|---|",
         f"| Drill status | **{report.status}** |",
         f"| Total duration | {format_seconds(report.total_seconds)} |",
+        f"| All checks passed | {_all_checks_text(report)} |",
         f"| Issues encountered | {len(report.issues)} |",
         "",
         "## Metrics",
@@ -89,6 +162,10 @@ def render_markdown(report: DrillReport) -> str:
         "",
     ]
     lines += [f"- {_markdown_cell(issue)}" for issue in report.issues] or ["None."]
+    lines += ["", "## Recommendations", ""]
+    lines += [f"- {_markdown_cell(advice)}" for advice in report.recommendations] or [
+        "None: every objective held with margin and every check passed."
+    ]
     lines += ["", "## Backup", ""]
     lines += [
         f"- Backup id: `{report.backup_id or '-'}`",
@@ -96,6 +173,8 @@ def render_markdown(report: DrillReport) -> str:
         f"- Verification: `{report.verification_id or '-'}` ({report.verification_status or 'not run'}, "
         f"{report.checks_skipped} check(s) skipped)",
     ]
+    lines += ["", "## Run context", ""]
+    lines += [f"- {name}: `{_markdown_cell(value)}`" for name, value in context_rows(report)]
     if report.checks:
         lines += ["", "## Checks", "", "| Check | Severity | Status | Detail |", "|---|---|---|---|"]
         lines += [
@@ -107,6 +186,15 @@ def render_markdown(report: DrillReport) -> str:
         lines += ["", *markdown_smoke(report.smoke)]
     lines += ["", *markdown_history(report.history, report.rto_target_seconds), ""]
     return "\n".join(lines)
+
+
+def _all_checks_text(report: DrillReport) -> str:
+    """`14/15 (verification 11/11, smoke 3/4)`: every check of the drill, then where they ran."""
+    passed, total, _state = check_totals(report)
+    parts = [f"verification {report.checks_passed}/{report.checks_total}"]
+    if report.smoke is not None:
+        parts.append(f"smoke {smoke_summary(report.smoke)[0]}")
+    return f"{passed}/{total} ({', '.join(parts)})"
 
 
 def smoke_summary(results: Sequence[SmokeResult]) -> tuple[str, str]:
@@ -154,20 +242,22 @@ def markdown_history(points: Sequence[HistoryPoint], rto_seconds: float) -> list
     title = f"## Last {len(points)} verifications (oldest first)"
     if not points:
         return [title, "", "No verifications recorded yet."]
-    slowest = max((point.restore_seconds or 0.0) for point in points)
     largest = max((point.backup_size_mb or 0.0) for point in points)
     lines = [
         title,
         "",
-        f"Restore time against the RTO of {format_seconds(rto_seconds)}, and backup size.",
+        f"Restore time against the RTO of {format_seconds(rto_seconds)} (a full bar is the RTO), "
+        "and backup size (a full bar is the largest backup).",
         "",
         "| Verified (UTC) | Backup | Status | Restore | | Size | |",
         "|---|---|---|---:|---|---:|---|",
     ]
     for point in points:
+        over = point.restore_seconds is not None and point.restore_seconds > rto_seconds
         lines.append(
             f"| {point.verified_at} | `{point.backup_id}` | {point.status} | "
-            f"{format_seconds(point.restore_seconds)} | `{text_bar(point.restore_seconds, slowest)}` | "
+            f"{format_seconds(point.restore_seconds)} | `{text_bar(point.restore_seconds, rto_seconds)}`"
+            f"{' over the RTO' if over else ''} | "
             f"{format_megabytes(point.backup_size_mb)} | `{text_bar(point.backup_size_mb, largest)}` |"
         )
     return lines
@@ -307,13 +397,13 @@ def svg_chart(
         anchor = "middle" if count == 1 else "start"
         x_first = x_of(0) - (0 if count == 1 else slot / 2)
         parts.append(
-            f'<text x="{x_first:.1f}" y="{height - 8}" text-anchor="{anchor}" class="axis">'
+            f'<text x="{x_first:.1f}" y="{height - 8}" text-anchor="{anchor}" class="axis x-label">'
             f"{escape(labels[0])}</text>"
         )
         if count > 1:
             parts.append(
-                f'<text x="{x_of(count - 1) + slot / 2:.1f}" y="{height - 8}" text-anchor="end" class="axis">'
-                f"{escape(labels[-1])}</text>"
+                f'<text x="{x_of(count - 1) + slot / 2:.1f}" y="{height - 8}" text-anchor="end" '
+                f'class="axis x-label">{escape(labels[-1])}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)
@@ -336,12 +426,16 @@ h2 { font-size: 17px; margin: 0 0 12px; }
 .status { font-size: 22px; font-weight: 700; letter-spacing: .06em; color: #fff; padding: 10px 26px;
           border-radius: 10px; }
 .status.PASS { background: var(--pass); } .status.FAIL { background: var(--fail); }
-.grid4 { display: grid; grid-template-columns: repeat(4, 1fr); gap: 14px; margin-bottom: 18px; }
+.cards { display: grid; grid-template-columns: repeat(5, 1fr); gap: 14px; margin-bottom: 18px; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; margin-bottom: 18px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px 18px; }
 .kpi .label { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .05em; }
 .kpi .value { font-size: 26px; font-weight: 650; margin-top: 4px; }
 .kpi .hint { color: var(--muted); font-size: 12px; }
+.kpi.passed { border-top: 4px solid var(--pass); } .kpi.warning { border-top: 4px solid var(--warn); }
+.kpi.failed { border-top: 4px solid var(--fail); background: #fdf2f2; }
+.kpi.failed .value { color: var(--fail); } .kpi.warning .value { color: var(--warn); }
+ul.advice { margin: 0; padding-left: 20px; } ul.advice li { margin: 4px 0; }
 .objective { display: grid; grid-template-columns: 56px 1fr 110px; align-items: center; gap: 12px;
              padding: 8px 0; }
 .objective + .objective { border-top: 1px solid var(--line); }
@@ -362,8 +456,9 @@ th { text-align: left; color: var(--muted); font-weight: 600; border-bottom: 1px
      padding: 6px 8px; }
 td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
 td.detail { color: var(--muted); word-break: break-word; }
-dl { display: grid; grid-template-columns: 150px 1fr; gap: 6px 12px; margin: 0; font-size: 13px; }
-dt { color: var(--muted); } dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+dl { display: grid; grid-template-columns: 120px 1fr; gap: 6px 12px; margin: 0; font-size: 13px; }
+dt { color: var(--muted); } dd { margin: 0; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+                                  overflow-wrap: anywhere; }
 .chart { width: 100%; height: auto; }
 .failed-mark { font-size: 16px; font-weight: 700; fill: var(--fail); }
 .axis { font-size: 11px; fill: var(--muted); }
@@ -371,7 +466,7 @@ dt { color: var(--muted); } dd { margin: 0; font-family: ui-monospace, SFMono-Re
 .threshold { stroke: var(--fail); stroke-width: 1.5; stroke-dasharray: 6 4; }
 .threshold-label { font-size: 11px; fill: var(--fail); }
 footer { color: var(--muted); font-size: 12px; margin-top: 24px; text-align: center; }
-@media (max-width: 760px) { .grid4 { grid-template-columns: 1fr 1fr; }
+@media (max-width: 760px) { .cards { grid-template-columns: 1fr 1fr; }
                             .grid2 { grid-template-columns: 1fr; } }
 """
 
@@ -380,9 +475,9 @@ def _pill(text: str) -> str:
     return f'<span class="pill {escape(text.replace(" ", "-"))}">{escape(text)}</span>'
 
 
-def _kpi(label: str, value: str, field: str, hint: str = "") -> str:
+def _kpi(label: str, value: str, field: str, hint: str = "", state: CardState = "") -> str:
     return (
-        f'<div class="card kpi"><div class="label">{escape(label)}</div>'
+        f'<div class="card kpi {state}" data-card="{field}"><div class="label">{escape(label)}</div>'
         f'<div class="value" data-field="{field}">{escape(value)}</div>'
         f'<div class="hint">{escape(hint)}</div></div>'
     )
@@ -403,7 +498,10 @@ def _objective(name: str, measured: float | None, target: float, met: bool | Non
 
 def render_html(report: DrillReport) -> str:
     points = report.history
-    labels = [point.verified_at[:16].replace("T", " ") for point in points]
+    labels = time_labels([point.verified_at for point in points])
+    states = card_states(report)
+    passed, total, _state = check_totals(report)
+    smoke_hint = f" · smoke {smoke_summary(report.smoke)[0]}" if report.smoke is not None else ""
     restore_chart = svg_chart(
         [point.restore_seconds for point in points],
         labels=labels,
@@ -439,6 +537,13 @@ def render_html(report: DrillReport) -> str:
         else "<p>No checks ran: the backup did not complete.</p>"
     )
     smoke_section = html_smoke(report.smoke) if report.smoke is not None else ""
+    recommendations = (
+        '<ul class="advice">'
+        + "".join(f"<li>{escape(advice)}</li>" for advice in report.recommendations)
+        + "</ul>"
+        if report.recommendations
+        else '<p class="none">None: every objective held with margin and every check passed.</p>'
+    )
     size_mb = _megabytes(report.backup_size_bytes)
     details = "".join(
         f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>"
@@ -450,17 +555,18 @@ def render_html(report: DrillReport) -> str:
             ("Started (UTC)", report.started_at),
             ("Finished (UTC)", report.finished_at),
             ("Next drill by", report.next_drill_by),
+            *context_rows(report),
         )
     )
     body = f"""
 <main>
 <header>
-  <div><h1>DR drill report: {escape(report.target)}</h1>
+  <div><h1>{escape(report_title(report))}</h1>
   <div class="sub">{escape(report.started_at)} to {escape(report.finished_at)} UTC ·
   {len(report.issues)} issue(s) · next drill due by {escape(report.next_drill_by)}</div></div>
   <div class="status {report.status}" data-field="status">{report.status}</div>
 </header>
-<section class="grid4">
+<section class="cards">
   {_kpi("Total duration", format_seconds(report.total_seconds), "total-duration", "backup, restore, checks")}
   {
         _kpi(
@@ -468,6 +574,7 @@ def render_html(report: DrillReport) -> str:
             format_seconds(report.backup_seconds),
             "backup-duration",
             report.backup_status or "",
+            states["backup-duration"],
         )
     }
   {
@@ -475,15 +582,27 @@ def render_html(report: DrillReport) -> str:
             "Restore duration",
             format_seconds(report.restore_seconds),
             "restore-duration",
-            "download + pg_restore",
+            f"RTO {format_seconds(report.rto_target_seconds)} · download + pg_restore",
+            states["restore-duration"],
+        )
+    }
+  {
+        _kpi(
+            "Backup age",
+            format_seconds(report.rpo_measured_seconds),
+            "backup-age",
+            f"RPO {format_seconds(report.rpo_target_seconds)} · when the drill began",
+            states["backup-age"],
         )
     }
   {
         _kpi(
             "Checks passed",
-            f"{report.checks_passed}/{report.checks_total}",
+            f"{passed}/{total}",
             "checks",
-            f"{report.checks_skipped} skipped · {report.verification_status or 'not verified'}",
+            f"verification {report.checks_passed}/{report.checks_total}{smoke_hint} · "
+            f"{report.checks_skipped} skipped",
+            states["checks"],
         )
     }
 </section>
@@ -496,15 +615,16 @@ def render_html(report: DrillReport) -> str:
   </div>
   <div class="card"><h2>Issues (<span data-field="issues">{len(report.issues)}</span>)</h2>{issues}</div>
 </section>
+<section class="card" style="margin-bottom:18px"><h2>Recommendations</h2>{recommendations}</section>
 <section class="grid2">
   <div class="card"><h2>Restore time</h2>{restore_chart}</div>
   <div class="card"><h2>Backup size</h2>{size_chart}</div>
 </section>
 <div class="sub" style="margin:-8px 0 18px">Last {len(points)} verification(s) of {escape(report.target)},
 oldest first; bars coloured by verification status (green success, amber warning, red failure).</div>
-<section class="grid2" style="grid-template-columns: 2fr 1fr">
+<section class="grid2">
   <div class="card"><h2>Checks</h2>{checks_table}</div>
-  <div class="card"><h2>Details</h2><dl>{details}</dl></div>
+  <div class="card"><h2>Details and run context</h2><dl>{details}</dl></div>
 </section>
 {smoke_section}
 <footer>Generated by drsentry drill · the same backup and verify code as the scheduled functions</footer>
@@ -512,7 +632,7 @@ oldest first; bars coloured by verification status (green success, amber warning
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>DR drill {escape(report.target)} {escape(report.started_at)}: {report.status}</title>"
+        f"<title>{escape(report_title(report))}: {report.status}</title>"
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
 
