@@ -154,8 +154,8 @@ def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     timed(storage.MultipartWriter, "_submit", "multipart: wait for a free upload slot")
     timed(storage.MultipartWriter, "_upload_part", "upload_part (summed over threads)")
     timed(storage.MultipartWriter, "complete", COMPLETE)
-    timed(storage.ObjectStore, "tag", TAGS)
-    timed(storage.ObjectStore, "put_json", "manifest")
+    timed(storage.Bucket, "put_tags", TAGS)
+    timed(storage.Bucket, "put_json", "manifest")
     timed(Notifier, "send", "notify (SNS, Slack)")
     return backup.run_scheduled_backup
 

@@ -22,9 +22,9 @@ import pytest
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
-from drsentry.adapters.buckets import MiB, object_tags
+from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
-from drsentry.core.errors import BadInput
+from drsentry.core.errors import BadInput, ObjectArchived
 from drsentry.core.events import scheduled_event
 from drsentry.core.records import BackupRecord, VerificationRecord, iso, new_backup_id, utc_now
 from drsentry.jobs.archive import job as archive_module
@@ -218,11 +218,7 @@ def test_large_backup_is_copied_in_parts_and_still_locked(
     # Given a 12 MiB backup and a multipart threshold of 5 MiB (the path objects > 5 GB take),
     # archived to GLACIER_IR, whose tags can be read back here
     runtime.config = with_archive(runtime.config, storage_class="GLACIER_IR")
-    monkeypatch.setattr(
-        archive_module,
-        "COPY_TRANSFER",
-        archive_module.TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB),
-    )
+    monkeypatch.setattr(archive_module, "COPY_PARTS", CopyParts(threshold=5 * MiB, part_size=5 * MiB))
     body = secrets.token_bytes(12 * MiB)
     record = seed_backup(runtime, utc_now() - timedelta(minutes=5), body=body)
 
@@ -236,7 +232,7 @@ def test_large_backup_is_copied_in_parts_and_still_locked(
     head = clients.s3().head_object(Bucket=archive.bucket, Key=record.key)
     assert head["ETag"].strip('"').endswith("-3")
     assert head["ContentLength"] == len(body)
-    assert object_tags(clients.s3(), archive.bucket, record.key)["sha256"] == hashlib.sha256(body).hexdigest()
+    assert Bucket(clients.s3(), archive.bucket).tags(record.key)["sha256"] == hashlib.sha256(body).hexdigest()
     assert head["ObjectLockMode"] == "COMPLIANCE"
 
 
@@ -482,8 +478,11 @@ def test_restore_from_deep_archive_goes_through_the_pending_state(
     # When it is read before any restore: a clear message, not InvalidObjectState
     with pytest.raises(ArchiveNotReadable, match="archived in DEEP_ARCHIVE and not restored"):
         ensure_archive_readable(runtime, record)
-    with pytest.raises(ClientError) as raw:
+    with pytest.raises(ClientError, match="InvalidObjectState"):
         clients.s3().get_object(Bucket=record.archive["bucket"], Key=record.key)
+    # (the bucket adapter says what that means: archived, not readable; the operator gets the why)
+    with pytest.raises(ObjectArchived, match="InvalidObjectState") as raw:
+        next(runtime.buckets.bucket(record.archive["bucket"]).iter_chunks(record.key))
     assert "InvalidObjectState" not in str(explain_unreadable(record, raw.value))
     # Expedited does not exist for DEEP_ARCHIVE
     with pytest.raises(BadInput, match="Standard .up to 12 h. or Bulk"):

@@ -17,10 +17,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from boto3.s3.transfer import TransferConfig
 from typer.testing import CliRunner
 
-from drsentry.adapters.buckets import MiB, object_tags
+from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
 from drsentry.core.events import scheduled_event
 from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
@@ -99,6 +98,10 @@ def replica_s3(runtime: Runtime) -> Any:
 def replica_bucket(runtime: Runtime) -> str:
     assert runtime.config.storage.replica is not None
     return runtime.config.storage.replica.bucket
+
+
+def object_tags(s3: Any, bucket: str, key: str) -> dict[str, str]:
+    return Bucket(s3, bucket).tags(key)
 
 
 def stored_record(runtime: Runtime, backup_id: str) -> BackupRecord:
@@ -341,13 +344,10 @@ def test_large_object_multipart_copy_keeps_metadata_and_bytes(make_config: Any, 
 
     # When it is copied as copy mode copies a large dump
     copy_object(
-        source,
-        replica_s3(runtime),
-        config.storage.bucket,
-        replica_bucket(runtime),
+        runtime.buckets.bucket(config.storage.bucket, PRIMARY_REGION),
+        runtime.buckets.bucket(replica_bucket(runtime), REPLICA_REGION),
         "big.dump",
-        kms_key=None,
-        transfer=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB),
+        parts=CopyParts(threshold=5 * MiB, part_size=5 * MiB),
     )
 
     # Then the replica has the same bytes and keeps the metadata and tags

@@ -28,7 +28,7 @@ import yaml
 from typer.testing import CliRunner
 
 from drsentry.adapters.aws import AwsClients
-from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.buckets import Buckets
 from drsentry.core.config import BucketConfig, Config, dump_config, parse_config
 from drsentry.core.records import BackupRecord, Check, RunNotice, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
@@ -204,16 +204,17 @@ def scenario(
 def test_a_manifest_of_10000_objects_is_streamed_with_flat_memory(aws_endpoint: str) -> None:
     # Given a bucket of 10,000 objects and a backup bucket
     clients = AwsClients(REGION)
-    s3 = clients.s3(REGION)
     source = create_bucket(clients)
     sizes = fill_bucket(source, BIG)
     backups = create_bucket(clients)
-    store = ObjectStore(s3)
+    buckets = Buckets(clients)
 
     # When its manifest is written, under tracemalloc
     tracemalloc.start()
     try:
-        totals = write_manifest(s3, store, BucketConfig(bucket=source, region=REGION), backups, "m.jsonl.gz")
+        totals = write_manifest(
+            buckets, BucketConfig(bucket=source, region=REGION), buckets.bucket(backups), "m.jsonl.gz"
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drsentry.adapters.buckets import ObjectHead, ReplicationRule, bucket_region, regional_kms_key
 from drsentry.core.config import ReplicaConfig
 from drsentry.core.errors import StorageError
 from drsentry.jobs.replication.job import (
@@ -19,7 +20,6 @@ from drsentry.jobs.replication.job import (
     Problem,
     ReplicationReport,
     Verdict,
-    bucket_region,
     fingerprint_of,
     judge_backup,
     lag_severity,
@@ -29,7 +29,6 @@ from drsentry.jobs.replication.job import (
     overall_status,
     region_problems,
     replica_changed,
-    replica_kms_key,
     replication_rule_problems,
     still_verified,
     summarize,
@@ -45,13 +44,14 @@ REPLICA = ReplicaConfig(
 )
 
 
-Headed = tuple[dict[str, Any], dict[str, str]]
+Headed = tuple[ObjectHead, dict[str, str]]
 
 
 def head(size: int = 100, sha256: str | None = SHA, **extra: Any) -> Headed:
-    """A HEAD response as boto3 returns it, and the object's tags."""
+    """A HEAD response as boto3 returns it (read by the bucket adapter), and the object's tags."""
     tags = {"sha256": sha256, "size-bytes": str(size)} if sha256 else {}
-    return {"ContentLength": size, "Metadata": {"backup-id": "b1"}, "VersionId": "v1", **extra}, tags
+    response = {"ContentLength": size, "Metadata": {"backup-id": "b1"}, "VersionId": "v1", **extra}
+    return ObjectHead.from_s3("backups/app/b1.dump", response), tags
 
 
 def judge(
@@ -112,7 +112,7 @@ def test_head_response_facts() -> None:
 
 
 @pytest.mark.parametrize("replica", [None, head()], ids=["replica-absent", "replica-present"])
-def test_crr_source_replication_status_failed_is_critical(replica: dict[str, Any] | None) -> None:
+def test_crr_source_replication_status_failed_is_critical(replica: Headed | None) -> None:
     verdict = judge(replica, mode="crr", source=head(ReplicationStatus="FAILED"), age=1.0)
     assert (verdict.state, verdict.judgement) == ("failed", "critical")
 
@@ -147,7 +147,7 @@ def test_crr_completed_and_identical_is_ok() -> None:
     ],
     ids=["size", "sha256"],
 )
-def test_a_different_replica_is_a_mismatch(replica: dict[str, Any], reason: str) -> None:
+def test_a_different_replica_is_a_mismatch(replica: Headed, reason: str) -> None:
     verdict = judge(replica)
     assert (verdict.state, verdict.judgement) == ("mismatch", "critical")
     assert reason in verdict.reason
@@ -297,7 +297,8 @@ def rule(**overrides: Any) -> dict[str, Any]:
 def test_crr_needs_an_enabled_rule_to_the_replica_covering_the_prefix(
     rules: list[dict[str, Any]], covered: bool
 ) -> None:
-    problems = replication_rule_problems({"Rules": rules}, "acme-dr-backups", "acme-dr-replica", "backups/")
+    parsed = [ReplicationRule.from_s3(rule) for rule in rules]
+    problems = replication_rule_problems(parsed, "acme-dr-backups", "acme-dr-replica", "backups/")
     assert (problems == []) is covered
 
 
@@ -319,12 +320,12 @@ def test_crr_without_replication_configuration() -> None:
     ],
 )
 def test_kms_key_for_the_replica_region(kms_key: str | None, expected: str | None) -> None:
-    assert replica_kms_key(kms_key, "eu-west-1") == expected
+    assert regional_kms_key(kms_key, "eu-west-1") == expected
 
 
 def test_single_region_kms_key_of_another_region_is_refused() -> None:
     with pytest.raises(StorageError, match="multi-Region key"):
-        replica_kms_key("arn:aws:kms:us-east-1:123456789012:key/1234", "eu-west-1")
+        regional_kms_key("arn:aws:kms:us-east-1:123456789012:key/1234", "eu-west-1")
 
 
 # the report ---------------------------------------------------------------------

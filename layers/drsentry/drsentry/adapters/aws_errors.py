@@ -73,6 +73,16 @@ THROTTLED_CODES: Final = frozenset(
         "RequestThrottledException",
     }
 )
+# Bucket-level requests name a missing bucket (a HEAD has no body to name it and says 404).
+BUCKET_NOT_FOUND_CODES: Final = frozenset({"NoSuchBucket"})
+# A GET of an object in GLACIER or DEEP_ARCHIVE that is not restored (or whose restored copy expired).
+ARCHIVED_CODES: Final = frozenset({"InvalidObjectState"})
+RESTORE_IN_PROGRESS_CODES: Final = frozenset({"RestoreAlreadyInProgress"})
+# S3 refuses to delete a version under Object Lock retention or a legal hold with AccessDenied, the
+# same answer a role without s3:DeleteObjectVersion gets; DeleteObjects reports it per key.
+DELETE_REFUSED_CODES: Final = frozenset({"AccessDenied"})
+# A HEAD of a version that is a delete marker: there is no object to describe.
+DELETE_MARKER_CODES: Final = frozenset({"405", "MethodNotAllowed"})
 _UNREACHABLE: Final = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
 _NO_CREDENTIALS: Final = (NoCredentialsError, PartialCredentialsError)
 
@@ -100,6 +110,27 @@ def is_throttled(exc: BaseException) -> bool:
     return error_code(exc) in THROTTLED_CODES
 
 
+def is_no_such_bucket(exc: BaseException) -> bool:
+    return error_code(exc) in BUCKET_NOT_FOUND_CODES
+
+
+def is_archived(exc: BaseException) -> bool:
+    """A read refused because the object waits in an archive storage class."""
+    return error_code(exc) in ARCHIVED_CODES
+
+
+def is_restore_in_progress(exc: BaseException) -> bool:
+    return error_code(exc) in RESTORE_IN_PROGRESS_CODES
+
+
+def is_delete_refused(exc: BaseException) -> bool:
+    return error_code(exc) in DELETE_REFUSED_CODES
+
+
+def is_delete_marker(exc: BaseException) -> bool:
+    return error_code(exc) in DELETE_MARKER_CODES
+
+
 def is_no_credentials(exc: BaseException) -> bool:
     return isinstance(exc, _NO_CREDENTIALS)
 
@@ -109,11 +140,18 @@ def is_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, _UNREACHABLE)
 
 
+def operation(exc: BaseException) -> str:
+    """The AWS operation that failed (``PutObject``), or ``request`` when there was no answer."""
+    if isinstance(exc, ClientError):
+        return str(exc.operation_name or "request")
+    return "request"
+
+
 def describe(exc: BaseException) -> str:
-    """One line: ``Code: Message`` for an AWS answer, botocore's own words otherwise."""
+    """One line: ``Code: Message`` for an AWS answer, the error's own words otherwise."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         text = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
     else:
-        text = str(exc) or type(exc).__name__
+        text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

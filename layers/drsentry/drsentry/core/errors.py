@@ -47,5 +47,26 @@ class StorageError(DrsentryError):
     """Object storage refused or failed an operation."""
 
 
+class BucketNotFound(StorageError):
+    """A bucket the configuration names does not exist."""
+
+
+class ObjectArchived(StorageError):
+    """The object is in an archive storage class (GLACIER, DEEP_ARCHIVE) and not restored: its
+    bytes cannot be read until S3 has restored it."""
+
+
+class RestoreInProgress(StorageError):
+    """A restore of an archived object was already requested and S3 is still working on it."""
+
+
+class DeleteRefused(StorageError):
+    """S3 refused to delete a version: Object Lock retention or a legal hold protects it."""
+
+
+class NotificationError(DrsentryError):
+    """SNS refused or failed a publish or a lookup of the alerts topic."""
+
+
 class CatalogError(DrsentryError):
     """The DynamoDB catalog refused or failed an operation."""

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from drsentry.adapters.aws import AwsClients
-from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.buckets import Buckets, ObjectStore
 from drsentry.adapters.secrets import Credentials
 from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config
@@ -33,6 +33,7 @@ class Runtime:
     clients: AwsClients
     catalog: Catalog
     store: ObjectStore
+    buckets: Buckets
     credentials: Credentials
     notifier: Notifier | None = None
     # Seconds this run may still use (Lambda's remaining time), None when unbounded.
@@ -71,6 +72,7 @@ def build_runtime(
         clients=clients,
         catalog=Catalog(clients.dynamodb, config.catalog.table),
         store=ObjectStore(clients.s3(config.storage.region), config.storage.kms_key),
+        buckets=Buckets(clients, config.storage.kms_key),
         credentials=Credentials(clients),
         remaining_seconds=lambda_deadline(lambda_context),
         lambda_context=lambda_context,

@@ -27,7 +27,6 @@ bucket as it was would need.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import random
 import zlib
@@ -36,20 +35,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import IO, Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.buckets import Bucket, Buckets, ObjectEntry, VersionEntry
 from drsentry.core.config import BucketConfig
 from drsentry.core.deadlines import no_deadline
 from drsentry.core.errors import BadInput, CatalogError, StorageError
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord
 from drsentry.jobs.runtime import Runtime
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 MANIFEST_FORMAT = "drsentry-storage/1"
 MANIFEST_SUFFIX = ".jsonl.gz"
@@ -79,15 +73,8 @@ def storage_check_name(bucket: BucketConfig) -> str:
     return f"{CHECK_PREFIX}{bucket.bucket}"
 
 
-def _reason(exc: ClientError | BotoCoreError) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc)
-
-
-def _iso(moment: Any) -> str | None:
-    if not isinstance(moment, datetime):
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
         return None
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -116,49 +103,37 @@ class ManifestRow:
         return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
-def _row(entry: Any, version_id: str | None) -> ManifestRow:
+def _row(entry: ObjectEntry | VersionEntry, version_id: str | None) -> ManifestRow:
     return ManifestRow(
-        key=str(entry["Key"]),
-        size=int(entry.get("Size", 0)),
-        etag=str(entry.get("ETag", "")).strip('"'),
-        last_modified=_iso(entry.get("LastModified")),
-        storage_class=str(entry.get("StorageClass") or "STANDARD"),
+        key=entry.key,
+        size=entry.size_bytes,
+        etag=entry.etag,
+        last_modified=_iso(entry.last_modified),
+        storage_class=entry.storage_class,
         version_id=version_id,
     )
 
 
-def bucket_versioned(s3: S3Client, bucket: str) -> bool:
+def bucket_versioned(bucket: Bucket) -> bool:
     """Versioning enabled or suspended: either way earlier versions may exist to restore from."""
-    try:
-        status = s3.get_bucket_versioning(Bucket=bucket).get("Status")
-    except (ClientError, BotoCoreError) as exc:
-        raise StorageError(f"s3://{bucket}: reading its versioning failed: {_reason(exc)}") from exc
-    return status in {"Enabled", "Suspended"}
+    return bucket.versioning() in {"Enabled", "Suspended"}
 
 
-def iter_current_objects(s3: S3Client, bucket: str, prefix: str, versioned: bool) -> Iterator[ManifestRow]:
+def iter_current_objects(bucket: Bucket, prefix: str, versioned: bool) -> Iterator[ManifestRow]:
     """Every current object under `prefix`, in S3's key order, one listing page at a time."""
-    try:
-        if versioned:
-            pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
-            for versions_page in pages:
-                for version in versions_page.get("Versions", []):
-                    # A key whose latest entry is a delete marker is deleted: not in the manifest.
-                    if version.get("IsLatest"):
-                        yield _row(version, str(version.get("VersionId") or "null"))
-        else:
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    yield _row(obj, None)
-    except (ClientError, BotoCoreError) as exc:
-        raise StorageError(f"s3://{bucket}/{prefix}: listing failed: {_reason(exc)}") from exc
+    if not versioned:
+        for entry in bucket.iter_objects(prefix):
+            yield _row(entry, None)
+        return
+    for version in bucket.iter_versions(prefix):
+        # A key whose latest entry is a delete marker is deleted: not in the manifest.
+        if version.is_latest and not version.delete_marker:
+            yield _row(version, version.version_id)
 
 
-def iter_manifest(
-    store: ObjectStore, bucket: str, key: str, expected_sha256: str | None = None
-) -> Iterator[ManifestRow]:
+def iter_manifest(bucket: Bucket, key: str, expected_sha256: str | None = None) -> Iterator[ManifestRow]:
     """The rows of a stored manifest, streamed; ends by checking the object's SHA-256 when given."""
-    where = f"s3://{bucket}/{key}"
+    where = f"s3://{bucket.name}/{key}"
     digest = hashlib.sha256()
     # 32 + MAX_WBITS: a gzip header is expected and checked.
     decompressor = zlib.decompressobj(32 + zlib.MAX_WBITS)
@@ -185,7 +160,7 @@ def iter_manifest(
                 raise StorageError(f"{where}: line {number} is not a manifest row ({exc})") from exc
 
     try:
-        for chunk in store.iter_chunks(bucket, key):
+        for chunk in bucket.iter_chunks(key):
             digest.update(chunk)
             lines = (pending + decompressor.decompress(chunk)).split(b"\n")
             pending = lines.pop()
@@ -216,18 +191,18 @@ class ManifestTotals:
 
 
 def write_manifest(
-    source_s3: S3Client,
-    store: ObjectStore,
+    buckets: Buckets,
     source: BucketConfig,
-    dest_bucket: str,
+    dest: Bucket,
     dest_key: str,
     *,
     metadata: dict[str, str] | None = None,
     remaining_seconds: Remaining = no_deadline,
 ) -> ManifestTotals:
-    """List `source` and stream its manifest to s3://dest_bucket/dest_key. On any error the
+    """List `source` and stream its manifest to `dest_key` in `dest`. On any error the
     multipart upload is aborted, so no partial manifest is ever mistaken for a whole one."""
-    versioned = bucket_versioned(source_s3, source.bucket)
+    source_bucket = buckets.bucket(source.bucket, source.region)
+    versioned = bucket_versioned(source_bucket)
     object_metadata = {
         "format": MANIFEST_FORMAT,
         "source-bucket": source.bucket,
@@ -236,12 +211,12 @@ def write_manifest(
         "versioned": "true" if versioned else "false",
         **(metadata or {}),
     }
-    writer = store.writer(dest_bucket, dest_key, metadata=object_metadata)
+    writer = dest.writer(dest_key, metadata=object_metadata)
     compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
     batch = bytearray()
     objects = total_bytes = 0
     try:
-        for row in iter_current_objects(source_s3, source.bucket, source.prefix, versioned):
+        for row in iter_current_objects(source_bucket, source.prefix, versioned):
             batch += row.line()
             objects += 1
             total_bytes += row.size
@@ -295,10 +270,9 @@ def _bucket_entry(runtime: Runtime, record: BackupRecord, bucket: BucketConfig) 
     }
     try:
         totals = write_manifest(
-            runtime.clients.s3(bucket.region),
-            runtime.store,
+            runtime.buckets,
             bucket,
-            record.bucket,
+            runtime.buckets.bucket(record.bucket),
             key,
             metadata={"backup-id": record.backup_id, "target": record.target},
             remaining_seconds=runtime.remaining_seconds,
@@ -391,29 +365,15 @@ def reservoir_sample(rows: Iterator[ManifestRow], size: int, rng: random.Random)
     return sample
 
 
-def _head(s3: S3Client, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any] | None:
-    try:
-        if version_id:
-            return dict(s3.head_object(Bucket=bucket, Key=key, VersionId=version_id))
-        return dict(s3.head_object(Bucket=bucket, Key=key))
-    except ClientError as exc:
-        # A delete marker answers 404 (or 405 when asked for by version): the object is not there.
-        if exc.response["Error"]["Code"] in {"404", "NoSuchKey", "NotFound", "405", "MethodNotAllowed"}:
-            return None
-        raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {_reason(exc)}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {exc}") from exc
-
-
-def check_sample(s3: S3Client, bucket: str, rows: list[ManifestRow], versioned: bool) -> SampleReport:
-    """Does each sampled key still exist, or (versioned) keep the version the manifest listed?"""
+def check_sample(bucket: Bucket, rows: list[ManifestRow], versioned: bool) -> SampleReport:
+    """Does each sampled key still exist, or (versioned) keep the version the manifest listed?
+    (A delete marker HEADs as no object, by key or by version.)"""
 
     def judge(row: ManifestRow) -> tuple[ManifestRow, str]:
-        current = _head(s3, bucket, row.key)
+        current = bucket.head(row.key)
         if current is not None:
-            same = str(current.get("ETag", "")).strip('"') == row.etag
-            return row, "present" if same else "changed"
-        if versioned and row.version_id and _head(s3, bucket, row.key, row.version_id) is not None:
+            return row, "present" if current.etag == row.etag else "changed"
+        if versioned and row.version_id and bucket.head(row.key, row.version_id) is not None:
             return row, "recoverable"
         return row, "lost"
 
@@ -463,11 +423,12 @@ def compare_storage(
     if dropped:
         counts = f"DROP beyond tolerance (mass deletion?): {counts}"
     try:
-        rows = iter_manifest(runtime.store, previous.bucket, str(before["key"]), before.get("sha256"))
+        rows = iter_manifest(
+            runtime.buckets.bucket(previous.bucket), str(before["key"]), before.get("sha256")
+        )
         sample = reservoir_sample(rows, SAMPLE_KEYS, rng or random.Random())
         report = check_sample(
-            runtime.clients.s3(str(before.get("region") or bucket.region)),
-            bucket.bucket,
+            runtime.buckets.bucket(bucket.bucket, str(before.get("region") or bucket.region)),
             sample,
             bool(before.get("versioned")),
         )
@@ -509,34 +470,21 @@ class ManifestSource:
         return f"s3://{self.manifest_bucket}/{self.manifest_key}"
 
 
-def iter_key_states(s3: S3Client, bucket: str, prefix: str, versioned: bool) -> Iterator[KeyState]:
+def iter_key_states(bucket: Bucket, prefix: str, versioned: bool) -> Iterator[KeyState]:
     """The bucket's keys in S3's key order with their versions, one key at a time."""
     if not versioned:
-        for row in iter_current_objects(s3, bucket, prefix, versioned=False):
+        for row in iter_current_objects(bucket, prefix, versioned=False):
             yield KeyState(row.key, None, row.etag, {})
         return
-
-    def entries() -> Iterator[tuple[str, Any, bool]]:
-        try:
-            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-                # Versions and delete markers come as two key-ordered lists per page: merge them.
-                yield from heapq.merge(
-                    ((str(v["Key"]), v, False) for v in page.get("Versions", [])),
-                    ((str(m["Key"]), m, True) for m in page.get("DeleteMarkers", [])),
-                    key=lambda item: item[0],
-                )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"s3://{bucket}/{prefix}: listing versions failed: {_reason(exc)}") from exc
-
-    for key, group in groupby(entries(), key=lambda item: item[0]):
+    for key, group in groupby(bucket.iter_versions(prefix), key=lambda entry: entry.key):
         current_version = current_etag = None
         versions: dict[str, str] = {}
-        for _key, entry, is_marker in group:
-            version_id = str(entry.get("VersionId") or "null")
-            if not is_marker:
-                versions[version_id] = str(entry.get("ETag", "")).strip('"')
-            if entry.get("IsLatest") and not is_marker:
-                current_version, current_etag = version_id, versions[version_id]
+        for entry in group:
+            if entry.delete_marker:
+                continue
+            versions[entry.version_id] = entry.etag
+            if entry.is_latest:
+                current_version, current_etag = entry.version_id, entry.etag
         yield KeyState(key, current_version, current_etag, versions)
 
 
@@ -581,12 +529,13 @@ class RestoreList:
 
 def restore_list(runtime: Runtime, source: ManifestSource, spool: IO[str]) -> RestoreList:
     """Join the manifest with the bucket's versions (both in key order, so memory stays flat)."""
-    s3 = runtime.clients.s3(source.region)
     result = RestoreList(source, spool)
-    states = iter_key_states(s3, source.bucket, source.prefix, source.versioned)
+    bucket = runtime.buckets.bucket(source.bucket, source.region)
+    states = iter_key_states(bucket, source.prefix, source.versioned)
     state = next(states, None)
     previous_key: str | None = None
-    for row in iter_manifest(runtime.store, source.manifest_bucket, source.manifest_key, source.sha256):
+    manifest_bucket = runtime.buckets.bucket(source.manifest_bucket)
+    for row in iter_manifest(manifest_bucket, source.manifest_key, source.sha256):
         if previous_key is not None and row.key <= previous_key:
             raise StorageError(f"{source.url}: keys out of S3 order at {row.key!r}; not a drsentry manifest")
         previous_key = row.key
@@ -610,10 +559,10 @@ def resolve_manifest(runtime: Runtime, manifest: str, bucket: str | None) -> Man
         manifest_bucket, _, key = manifest.removeprefix("s3://").partition("/")
         if not manifest_bucket or not key:
             raise BadInput(f"{manifest}: expected s3://BUCKET/KEY of a storage manifest")
-        head = runtime.store.head(manifest_bucket, key)
+        head = runtime.buckets.bucket(manifest_bucket).head(key)
         if head is None:
             raise BadInput(f"{manifest}: no such object")
-        metadata = head.get("Metadata") or {}
+        metadata = head.metadata
         if metadata.get("format") != MANIFEST_FORMAT:
             raise BadInput(f"{manifest}: not a drsentry storage manifest (no {MANIFEST_FORMAT} metadata)")
         if bucket and bucket != metadata.get("source-bucket"):

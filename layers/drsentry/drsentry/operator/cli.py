@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +24,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from drsentry.adapters.aws_errors import AWS_ERRORS, describe, is_no_credentials, operation
 from drsentry.core.config import Config, load_config
 from drsentry.core.errors import BadInput, DrsentryError
 
@@ -104,13 +104,11 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), 2)
         except DrsentryError as exc:
             fail(str(exc), 1)
-        except NoCredentialsError:
-            fail('no AWS credentials found (for the local stack: eval "$(drsentry local env)")', 2)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            fail(f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}", 1)
-        except BotoCoreError as exc:
-            fail(f"AWS request failed: {exc}", 1)
+        except AWS_ERRORS as exc:
+            # What no adapter turned into a domain error yet: one line, never a traceback.
+            if is_no_credentials(exc):
+                fail('no AWS credentials found (for the local stack: eval "$(drsentry local env)")', 2)
+            fail(f"AWS {operation(exc)} failed: {describe(exc)}", 1)
 
     return wrapper
 

@@ -16,16 +16,17 @@ from functools import partial
 from typing import Literal
 
 import psycopg
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
+from drsentry.adapters.aws_errors import AWS_ERRORS, describe
 from drsentry.adapters.pgmeta import server_version
 from drsentry.adapters.pgtools import PgTool, find_tool, major_version
 from drsentry.adapters.secrets import redact, sanitize
+from drsentry.adapters.sns import Topic
 from drsentry.adapters.table.keys import BACKUP_ID_INDEX, TTL_ATTRIBUTE
 from drsentry.core.config import TargetConfig, format_duration
-from drsentry.core.errors import DrsentryError
-from drsentry.jobs.replication.job import bucket_region, region_problems, versioning_problem
+from drsentry.core.errors import BucketNotFound, DrsentryError
+from drsentry.jobs.replication.job import region_problems, versioning_problem
 from drsentry.jobs.runtime import Runtime
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -50,15 +51,8 @@ class ReadinessReport(BaseModel):
     checks: list[ReadinessCheck]
 
 
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+# What a check may fail with: its reason becomes the check's line, the other checks still run.
+CHECK_ERRORS = (DrsentryError, psycopg.Error, OSError, *AWS_ERRORS)
 
 
 class _Checklist:
@@ -72,8 +66,8 @@ class _Checklist:
         """One check; what it could not read is its failure, never the end of the list."""
         try:
             status, detail = check()
-        except (DrsentryError, ClientError, BotoCoreError, psycopg.Error, OSError) as exc:
-            status, detail = "fail", _error_text(exc)
+        except CHECK_ERRORS as exc:
+            status, detail = "fail", describe(exc)
         self.add(name, status, detail, target)
 
 
@@ -217,30 +211,20 @@ class ReadinessRun:
             ) as conn:
                 return server_version(conn)
         except psycopg.Error as exc:
-            raise DrsentryError(
-                f"cannot connect to {redact(dsn)}: {sanitize(_error_text(exc), dsn)}"
-            ) from exc
+            raise DrsentryError(f"cannot connect to {redact(dsn)}: {sanitize(describe(exc), dsn)}") from exc
 
     # AWS ------------------------------------------------------------------------------
-
-    def _bucket(self, bucket: str, region: str) -> tuple[str | None, str | None]:
-        """(location, versioning status); ClientError NoSuchBucket when it does not exist."""
-        s3 = self.runtime.clients.s3(region)
-        location = bucket_region(s3.get_bucket_location(Bucket=bucket).get("LocationConstraint"))
-        versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status")
-        return location, versioning
 
     def _bucket_check(self, role: str, bucket: str, region: str) -> Callable[[], tuple[CheckState, str]]:
         replica = self.config.storage.replica
         mode = replica.mode if replica else "copy"
 
         def check() -> tuple[CheckState, str]:
+            facts = self.runtime.buckets.bucket(bucket, region)
             try:
-                location, versioning = self._bucket(bucket, region)
-            except ClientError as exc:
-                if _error_code(exc) in {"NoSuchBucket", "404"}:
-                    return "fail", f"the {role} bucket {bucket} does not exist"
-                raise
+                location, versioning = facts.location(), facts.versioning()
+            except BucketNotFound:
+                return "fail", f"the {role} bucket {bucket} does not exist"
             if location != region:
                 return "fail", f"the {role} bucket {bucket} is in {location}, the configuration says {region}"
             problem = versioning_problem(role, bucket, versioning, mode)
@@ -275,19 +259,9 @@ class ReadinessRun:
         primary_location: str | None
         replica_location: str | None
         try:
-            primary_location = bucket_region(
-                self.runtime.clients.s3(storage.region)
-                .get_bucket_location(Bucket=storage.bucket)
-                .get("LocationConstraint")
-            )
-            replica_location = bucket_region(
-                self.runtime.clients.s3(replica.region)
-                .get_bucket_location(Bucket=replica.bucket)
-                .get("LocationConstraint")
-            )
-        except ClientError as exc:
-            if _error_code(exc) not in {"NoSuchBucket", "404"}:
-                raise
+            primary_location = self.runtime.buckets.bucket(storage.bucket, storage.region).location()
+            replica_location = self.runtime.buckets.bucket(replica.bucket, replica.region).location()
+        except BucketNotFound:
             # The missing bucket is its own failed line; the configuration can still be judged.
             primary_location = replica_location = None
         problems = region_problems(storage.region, replica.region, primary_location, replica_location)
@@ -298,16 +272,11 @@ class ReadinessRun:
     def _object_lock(self) -> tuple[CheckState, str]:
         archive = self.config.storage.archive
         assert archive is not None
-        s3 = self.runtime.clients.s3(self.config.storage.region)
+        archive_bucket = self.runtime.buckets.bucket(archive.bucket, self.config.storage.region)
         try:
-            lock = s3.get_object_lock_configuration(Bucket=archive.bucket).get("ObjectLockConfiguration", {})
-        except ClientError as exc:
-            if _error_code(exc) in {"NoSuchBucket", "404"}:
-                return "fail", f"the archive bucket {archive.bucket} does not exist"
-            if _error_code(exc) != "ObjectLockConfigurationNotFoundError":
-                raise
-            lock = {}
-        enabled = lock.get("ObjectLockEnabled") == "Enabled"
+            enabled = archive_bucket.object_lock_enabled()
+        except BucketNotFound:
+            return "fail", f"the archive bucket {archive.bucket} does not exist"
         if not archive.lock_days:
             return "warn", "lock_days is 0: archived backups can be deleted before their time"
         if not enabled:
@@ -340,12 +309,8 @@ class ReadinessRun:
         arn = self.config.notifications.sns_topic_arn
         if not arn:
             return "warn", "no notifications.sns_topic_arn: nobody is alerted"
-        try:
-            self.runtime.clients.sns.get_topic_attributes(TopicArn=arn)
-        except ClientError as exc:
-            if _error_code(exc) in {"NotFound", "NotFoundException"}:
-                return "fail", f"the SNS topic {arn} does not exist"
-            raise
+        if not Topic(self.runtime.clients.sns, arn).exists():
+            return "fail", f"the SNS topic {arn} does not exist"
         return "pass", f"SNS topic {arn} exists"
 
     # what the catalog says --------------------------------------------------------------

@@ -7,7 +7,6 @@ to restore the catalog. Existing records are never overwritten.
 
 from __future__ import annotations
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field, ValidationError
 
 from drsentry.core import gfs
@@ -30,21 +29,13 @@ class RebuildReport(BaseModel):
 
 def _manifest_keys(runtime: Runtime, target: str) -> list[str]:
     storage = runtime.config.storage
-    paginator = runtime.store.s3.get_paginator("list_objects_v2")
-    keys: list[str] = []
-    try:
-        for page in paginator.paginate(Bucket=storage.bucket, Prefix=f"{storage.prefix}{target}/"):
-            keys.extend(
-                obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(MANIFEST_SUFFIX)
-            )
-    except (ClientError, BotoCoreError) as exc:
-        raise StorageError(f"s3://{storage.bucket}/{storage.prefix}{target}/: listing failed: {exc}") from exc
-    return sorted(keys)
+    listing = runtime.buckets.bucket(storage.bucket).iter_objects(f"{storage.prefix}{target}/")
+    return sorted(entry.key for entry in listing if entry.key.endswith(MANIFEST_SUFFIX))
 
 
 def _read_manifest(runtime: Runtime, key: str) -> BackupRecord:
     bucket = runtime.config.storage.bucket
-    manifest = runtime.store.get_json(bucket, key)
+    manifest = runtime.buckets.bucket(bucket).get_json(key)
     try:
         record = BackupRecord.model_validate(manifest)
     except ValidationError as exc:
@@ -53,7 +44,7 @@ def _read_manifest(runtime: Runtime, key: str) -> BackupRecord:
         raise StorageError(f"s3://{bucket}/{key}: not a backup manifest ({where}: {first['msg']})") from exc
     if record.manifest_key != key:
         raise StorageError(f"s3://{bucket}/{key}: manifest names another key ({record.manifest_key})")
-    if runtime.store.head(record.bucket, record.key) is None:
+    if runtime.buckets.bucket(record.bucket).head(record.key) is None:
         raise StorageError(f"s3://{record.bucket}/{record.key}: the dump this manifest describes is missing")
     return record
 

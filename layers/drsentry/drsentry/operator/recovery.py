@@ -40,7 +40,6 @@ from typing import Literal, Protocol
 
 import psycopg
 import zstandard
-from botocore.exceptions import ClientError
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -50,7 +49,14 @@ from drsentry.adapters.pgtools import PgTool, find_tool, major_version, pg_envir
 from drsentry.adapters.restore_stream import RestoreFailed, stream_restore
 from drsentry.adapters.secrets import redact, same_database, sanitize
 from drsentry.core.config import SmokeCheck
-from drsentry.core.errors import BadInput, CredentialsError, DrsentryError, PgToolsError, StorageError
+from drsentry.core.errors import (
+    BadInput,
+    CredentialsError,
+    DrsentryError,
+    ObjectArchived,
+    PgToolsError,
+    StorageError,
+)
 from drsentry.core.gfs import is_archived
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord, check_backup_id
@@ -357,7 +363,7 @@ def _newest_verification(runtime: Runtime, backup: BackupRecord) -> Verification
 
 def _locate(runtime: Runtime, backup: BackupRecord) -> ObjectSource:
     """Where the backup's bytes can be read: the primary bucket, or the archive copy."""
-    if backup.status == "completed" and runtime.store.head(backup.bucket, backup.key) is not None:
+    if backup.status == "completed" and runtime.buckets.bucket(backup.bucket).head(backup.key) is not None:
         return ObjectSource(backup.bucket, backup.key, f"s3://{backup.bucket}/{backup.key}")
     if is_archived(backup):
         access = archive_readable(runtime, backup)
@@ -690,11 +696,8 @@ def _restore_into(
             progress.phase(f"pg_restore{f' --jobs {plan.jobs}' if plan.jobs else ''}")
             _run_pg_restore(plan, dsn, archive)
         return plan.backup.size_bytes or 0, plan.backup.sha256 or "", time.monotonic() - started
-    except StorageError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ClientError):
-            raise explain_unreadable(plan.backup, cause) from exc
-        raise
+    except ObjectArchived as exc:
+        raise explain_unreadable(plan.backup, exc) from exc
 
 
 def _count(plan: RecoveryPlan, masking: MaskingReport | None) -> tuple[list[TableCount], list[str]]:

@@ -31,22 +31,28 @@ message instead of S3's raw `InvalidObjectState`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
-from drsentry.adapters.buckets import SHA256_TAG, MiB, copy_args, encryption_args, object_tags
+from drsentry.adapters.buckets import SHA256_TAG, Bucket, CopyParts, MiB, ObjectHead
 from drsentry.core import gfs, observability
 from drsentry.core.config import ArchiveConfig
-from drsentry.core.errors import BackupInProgress, BadInput, DrsentryError, StorageError
+from drsentry.core.errors import (
+    BackupInProgress,
+    BadInput,
+    DeleteRefused,
+    DrsentryError,
+    ObjectArchived,
+    RestoreInProgress,
+    StorageError,
+)
 from drsentry.core.events import parse_scheduled_event
 from drsentry.core.gfs import RetentionDecision, RetentionPlan, is_archived
 from drsentry.core.observability import logger
@@ -54,30 +60,21 @@ from drsentry.core.records import BackupRecord, RunNotice, iso
 from drsentry.jobs.idempotency import once_per_event
 from drsentry.jobs.runtime import Runtime
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
 # Copies up to this size are one CopyObject; larger ones are parallel UploadPartCopy
 # parts (s3transfer grows the part size so even a 5 TB object stays under 10,000 parts).
-COPY_TRANSFER = TransferConfig(
-    multipart_threshold=256 * MiB, multipart_chunksize=256 * MiB, max_concurrency=8, use_threads=True
-)
+COPY_PARTS = CopyParts(threshold=256 * MiB, part_size=256 * MiB, concurrency=8)
 # Stop this long before Lambda's hard limit; what is left waits for the next run.
 TIME_MARGIN_SECONDS = 60.0
 # A real run's result is also the idempotency record (one DynamoDB item, 400 KB at most),
 # so it lists at most this many rows: the changes first, then kept backups while room is left.
 MAX_RESULT_ROWS = 500
-DELETE_BATCH = 1000
 EXPIRE_CONCURRENCY = 8
-# S3 refuses to delete a locked version (retention or legal hold) with AccessDenied.
-REFUSED_CODES = frozenset({"AccessDenied"})
 READABLE_CLASSES = frozenset({"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"})
 RESTORE_TIMES: dict[str, dict[str, str]] = {
     "DEEP_ARCHIVE": {"Standard": "up to 12 h", "Bulk": "up to 48 h"},
     "GLACIER": {"Expedited": "1-5 minutes", "Standard": "3-5 h", "Bulk": "5-12 h"},
 }
 DEFAULT_RESTORE_DAYS = 7
-_RESTORE_EXPIRY_RE = re.compile(r'expiry-date="([^"]+)"')
 
 Outcome = Literal["planned", "done", "failed", "refused", "deferred"]
 RestoreTier = Literal["Standard", "Bulk", "Expedited"]
@@ -88,23 +85,8 @@ class ArchiveFailed(DrsentryError):
     """A copy to the archive bucket failed or did not match the catalog."""
 
 
-class DeleteRefused(DrsentryError):
-    """S3 refused to delete a version: Object Lock retention or a legal hold protects it."""
-
-
 class ArchiveNotReadable(DrsentryError):
     """The backup lives only in an archive storage class and is not restored (yet)."""
-
-
-def _describe(exc: ClientError | BotoCoreError) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc)
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 # the report ------------------------------------------------------------------------
@@ -181,7 +163,8 @@ class ArchiveRun:
         self.target = runtime.config.target(target_name)
         self.dry_run = dry_run
         self.now = runtime.clock()
-        self.s3 = runtime.store.s3
+        # The primary and the archive bucket: both in the primary region.
+        self.buckets = runtime.buckets
 
     def plan(self) -> tuple[RetentionPlan, dict[str, BackupRecord]]:
         records = {record.backup_id: record for record in self.runtime.catalog.iter_backups(self.target.name)}
@@ -269,17 +252,19 @@ class ArchiveRun:
         archive = self.config.storage.archive
         if archive is None:
             raise ArchiveFailed("no storage.archive configured")
-        source = self._head(record.bucket, record.key)
+        primary = self.buckets.bucket(record.bucket)
+        archive_bucket = self.buckets.bucket(archive.bucket)
+        source = primary.head(record.key)
         if source is None:
             raise ArchiveFailed(
                 f"s3://{record.bucket}/{record.key}: primary copy is missing; nothing to archive"
             )
-        if source.get("ContentLength") != record.size_bytes:
+        if source.size_bytes != record.size_bytes:
             raise ArchiveFailed(
-                f"s3://{record.bucket}/{record.key}: {source.get('ContentLength')} bytes, the catalog says "
+                f"s3://{record.bucket}/{record.key}: {source.size_bytes} bytes, the catalog says "
                 f"{record.size_bytes}; not archiving a copy that does not match"
             )
-        source_tags = self._tags(record.bucket, record.key, source.get("VersionId"))
+        source_tags = primary.tags(record.key, source.version_id)
         source_sha256 = source_tags.get(SHA256_TAG)
         if source_sha256 and source_sha256 != record.sha256:
             raise ArchiveFailed(
@@ -289,51 +274,42 @@ class ArchiveRun:
         retain_until = (self.now + timedelta(days=archive.lock_days)).replace(microsecond=0)
         lock = bool(archive.lock_days)
         # The source's own tags only: a SHA-256 made up here would prove nothing later.
-        metadata = {**source.get("Metadata", {}), "archived-from": f"s3://{record.bucket}/{record.key}"}
-        self._copy(
-            record.bucket,
-            record.key,
-            source.get("VersionId"),
-            bucket=archive.bucket,
-            extra={
-                "StorageClass": archive.storage_class,
-                "Metadata": metadata,
-                "MetadataDirective": "REPLACE",
-                "ContentType": source.get("ContentType") or "application/octet-stream",
-                **copy_args(source_tags),
-            },
+        # Exactly the version that was just checked against the catalog is copied.
+        metadata = {**source.metadata, "archived-from": f"s3://{record.bucket}/{record.key}"}
+        archive_bucket.copy_in(
+            primary,
+            source,
+            storage_class=archive.storage_class,
+            metadata=metadata,
+            tags=source_tags,
+            parts=COPY_PARTS,
         )
-        copy = self._head(archive.bucket, record.key) or {}
-        version_id = copy.get("VersionId")
+        copy = archive_bucket.head(record.key)
+        version_id = copy.version_id if copy is not None else None
         try:
-            verified_by = self._check_copy(record, archive, copy, source_sha256)
+            verified_by = self._check_copy(record, archive_bucket, archive, copy, source_sha256)
         except ArchiveFailed as exc:
-            raise ArchiveFailed(f"{exc}{self._discard(archive.bucket, record.key, version_id)}") from exc
+            raise ArchiveFailed(f"{exc}{_discard(archive_bucket, record.key, version_id)}") from exc
         if lock:
-            self._lock(archive, record.key, version_id, retain_until)
+            self._lock(archive_bucket, archive, record.key, version_id, retain_until)
 
         # The manifest stays in STANDARD: readable without a restore, so what an archived
         # dump holds can be read from the archive bucket alone.
-        manifest_source = self._head(record.bucket, record.manifest_key)
+        manifest_source = primary.head(record.manifest_key)
         if manifest_source is None:
             raise ArchiveFailed(f"s3://{record.bucket}/{record.manifest_key}: manifest is missing")
-        self._copy(
-            record.bucket,
-            record.manifest_key,
-            manifest_source.get("VersionId"),
-            bucket=archive.bucket,
-            extra={"StorageClass": "STANDARD", "MetadataDirective": "COPY"},
-        )
-        manifest_version = (self._head(archive.bucket, record.manifest_key) or {}).get("VersionId")
-        manifest = self.runtime.store.get_json(archive.bucket, record.manifest_key)
+        archive_bucket.copy_in(primary, manifest_source, storage_class="STANDARD", parts=COPY_PARTS)
+        manifest_copy = archive_bucket.head(record.manifest_key)
+        manifest_version = manifest_copy.version_id if manifest_copy is not None else None
+        manifest = archive_bucket.get_json(record.manifest_key)
         if manifest.get("sha256") != record.sha256 or manifest.get("backup_id") != record.backup_id:
             where = f"s3://{archive.bucket}/{record.manifest_key}"
             raise ArchiveFailed(
                 f"{where}: the archived manifest does not describe backup {record.backup_id}"
-                + self._discard(archive.bucket, record.manifest_key, manifest_version)
+                + _discard(archive_bucket, record.manifest_key, manifest_version)
             )
         if lock:
-            self._lock(archive, record.manifest_key, manifest_version, retain_until)
+            self._lock(archive_bucket, archive, record.manifest_key, manifest_version, retain_until)
 
         self.runtime.catalog.update_backup(
             record.target,
@@ -359,50 +335,34 @@ class ArchiveRun:
             f"s3://{archive.bucket}/{record.key} in {archive.storage_class}{locked}; SHA-256 by {verified_by}"
         )
 
-    def _copy(
-        self, source_bucket: str, key: str, source_version: str | None, *, bucket: str, extra: dict[str, Any]
-    ) -> None:
-        """Server-side copy of `key` to the same key in `bucket`."""
-        copy_source = {"Bucket": source_bucket, "Key": key}
-        if source_version and source_version != "null":
-            # Copy exactly the version that was just checked against the catalog.
-            copy_source["VersionId"] = source_version
-        try:
-            self.s3.copy(
-                copy_source,  # type: ignore[arg-type]
-                bucket,
-                key,
-                ExtraArgs={**extra, **encryption_args(self.config.storage.kms_key)},
-                Config=COPY_TRANSFER,
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise ArchiveFailed(
-                f"copying s3://{source_bucket}/{key} to s3://{bucket}/{key} failed: {_describe(exc)}"
-            ) from exc
-
     def _check_copy(
-        self, record: BackupRecord, archive: ArchiveConfig, copy: dict[str, Any], source_sha256: str | None
+        self,
+        record: BackupRecord,
+        archive_bucket: Bucket,
+        archive: ArchiveConfig,
+        copy: ObjectHead | None,
+        source_sha256: str | None,
     ) -> str:
         """The archive copy's size and class against the catalog, and its SHA-256: the tag of
         the exact source version copied server-side (already matched to the catalog), or,
         without one, read from the copy. Returns how the hash was checked."""
         where = f"s3://{archive.bucket}/{record.key}"
-        if not copy:
+        if copy is None:
             raise ArchiveFailed(f"{where}: not there after the copy")
-        if copy.get("ContentLength") != record.size_bytes:
+        if copy.size_bytes != record.size_bytes:
             raise ArchiveFailed(
-                f"{where}: {copy.get('ContentLength')} bytes after the copy, "
-                f"the catalog says {record.size_bytes}"
+                f"{where}: {copy.size_bytes} bytes after the copy, the catalog says {record.size_bytes}"
             )
-        storage_class = copy.get("StorageClass") or "STANDARD"
-        if storage_class != archive.storage_class:
-            raise ArchiveFailed(f"{where}: stored as {storage_class}, not {archive.storage_class}")
+        if copy.storage_class != archive.storage_class:
+            raise ArchiveFailed(f"{where}: stored as {copy.storage_class}, not {archive.storage_class}")
         if source_sha256 == record.sha256:
             return "tag"
-        if storage_class not in READABLE_CLASSES:
-            raise ArchiveFailed(f"{where}: no SHA-256 tag, and {storage_class} cannot be read to check it")
+        if copy.storage_class not in READABLE_CLASSES:
+            raise ArchiveFailed(
+                f"{where}: no SHA-256 tag, and {copy.storage_class} cannot be read to check it"
+            )
         digest = hashlib.sha256()
-        for chunk in self.runtime.store.iter_chunks(archive.bucket, record.key):
+        for chunk in archive_bucket.iter_chunks(record.key):
             digest.update(chunk)
         if digest.hexdigest() != record.sha256:
             raise ArchiveFailed(
@@ -410,7 +370,14 @@ class ArchiveRun:
             )
         return "read"
 
-    def _lock(self, archive: ArchiveConfig, key: str, version_id: str | None, retain_until: datetime) -> None:
+    def _lock(
+        self,
+        archive_bucket: Bucket,
+        archive: ArchiveConfig,
+        key: str,
+        version_id: str | None,
+        retain_until: datetime,
+    ) -> None:
         """Put Object Lock retention on the verified version, and read it back.
 
         The lock goes on after the check, not with the copy: in COMPLIANCE mode nobody can
@@ -418,46 +385,24 @@ class ArchiveRun:
         billed, for years. A bucket default retention that already covers the date is kept.
         """
         where = f"s3://{archive.bucket}/{key}"
-        head = self._head(archive.bucket, key, version_id)
+        head = archive_bucket.head(key, version_id)
         if head is not None and _lock_holds(head, archive.lock_mode, retain_until):
             return
-        request: dict[str, Any] = {
-            "Bucket": archive.bucket,
-            "Key": key,
-            "Retention": {"Mode": archive.lock_mode, "RetainUntilDate": retain_until},
-        }
-        if version_id and version_id != "null":
-            request["VersionId"] = version_id
         try:
-            self.s3.put_object_retention(**request)
-        except (ClientError, BotoCoreError) as exc:
-            raise ArchiveFailed(
-                f"{where}: setting Object Lock retention failed: {_describe(exc)} "
-                "(is Object Lock enabled on the archive bucket?)"
-            ) from exc
-        again = self._head(archive.bucket, key, version_id)
+            archive_bucket.put_retention(key, version_id, mode=archive.lock_mode, until=retain_until)
+        except StorageError as exc:
+            raise ArchiveFailed(f"{exc} (is Object Lock enabled on the archive bucket?)") from exc
+        again = archive_bucket.head(key, version_id)
         if again is None or not _lock_holds(again, archive.lock_mode, retain_until):
             raise ArchiveFailed(f"{where}: Object Lock retention until {iso(retain_until)} is not in place")
-
-    def _discard(self, bucket: str, key: str, version_id: str | None) -> str:
-        """Remove a copy that failed its check (it is not locked yet); what happened, for the message."""
-        if not version_id:
-            return ""
-        try:
-            self.s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
-        except (ClientError, BotoCoreError) as exc:
-            return f"; the bad copy (version {version_id}) could not be removed: {_describe(exc)}"
-        return "; the bad copy was removed"
 
     # expire ----------------------------------------------------------------------
 
     def _expire(self, record: BackupRecord, reason: str) -> str:
         places: list[str] = []
         if is_archived(record) and record.archive is not None:
-            archive_bucket = str(record.archive["bucket"])
-            self._delete_versions(
-                self.s3,
-                archive_bucket,
+            _delete_versions(
+                self.buckets.bucket(str(record.archive["bucket"])),
                 [
                     str(record.archive.get("key") or record.key),
                     str(record.archive.get("manifest_key") or record.manifest_key),
@@ -475,16 +420,17 @@ class ArchiveRun:
         # crr replica would otherwise keep every backup (and its personal data) forever.
         if replica is not None:
             detail = record.replica_detail or {}
-            self._delete_versions(
-                self.runtime.clients.s3(str(detail.get("region") or replica.region)),
-                str(detail.get("bucket") or replica.bucket),
+            _delete_versions(
+                self.buckets.bucket(
+                    str(detail.get("bucket") or replica.bucket), str(detail.get("region") or replica.region)
+                ),
                 [
                     str(detail.get("key") or record.key),
                     str(detail.get("manifest_key") or record.manifest_key),
                 ],
             )
             places.append("replica")
-        self._delete_versions(self.s3, record.bucket, [record.key, record.manifest_key])
+        _delete_versions(self.buckets.bucket(record.bucket), [record.key, record.manifest_key])
         places.append("primary")
         self.runtime.catalog.update_backup(
             record.target,
@@ -493,69 +439,28 @@ class ArchiveRun:
         )
         return f"deleted from {', '.join(places)}"
 
-    def _delete_versions(self, s3: S3Client, bucket: str, keys: list[str]) -> None:
-        """Delete every version and delete marker of each key, the dump before its manifest.
 
-        Versions are deleted by id: a plain DELETE on a versioned bucket would only add a
-        delete marker and leave the bytes. BypassGovernanceRetention is never sent.
-        """
-        for key in keys:
-            try:
-                versions = [
-                    {"Key": key, "VersionId": entry["VersionId"]}
-                    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key)
-                    for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-                    if entry["Key"] == key
-                ]
-                for start in range(0, len(versions), DELETE_BATCH):
-                    response = s3.delete_objects(
-                        Bucket=bucket,
-                        Delete={"Objects": versions[start : start + DELETE_BATCH], "Quiet": True},  # type: ignore[typeddict-item]
-                    )
-                    _raise_delete_errors(bucket, response.get("Errors", []))
-            except (ClientError, BotoCoreError) as exc:
-                if isinstance(exc, ClientError) and _error_code(exc) in REFUSED_CODES:
-                    raise DeleteRefused(f"s3://{bucket}/{key}: delete refused: {_describe(exc)}") from exc
-                raise StorageError(f"s3://{bucket}/{key}: delete failed: {_describe(exc)}") from exc
-
-    def _tags(self, bucket: str, key: str, version_id: str | None) -> dict[str, str]:
-        try:
-            return object_tags(self.s3, bucket, key, version_id)
-        except StorageError as exc:
-            raise ArchiveFailed(str(exc)) from exc
-
-    def _head(self, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any] | None:
-        if not version_id or version_id == "null":
-            try:
-                return self.runtime.store.head(bucket, key)
-            except StorageError as exc:
-                raise ArchiveFailed(str(exc)) from exc
-        try:
-            return dict(self.s3.head_object(Bucket=bucket, Key=key, VersionId=version_id))
-        except (ClientError, BotoCoreError) as exc:
-            raise ArchiveFailed(
-                f"s3://{bucket}/{key} version {version_id}: HEAD failed: {_describe(exc)}"
-            ) from exc
+def _delete_versions(bucket: Bucket, keys: list[str]) -> None:
+    """Delete every version and delete marker of each key, the dump before its manifest.
+    A version under Object Lock is refused (DeleteRefused), never forced."""
+    for key in keys:
+        bucket.delete_all_versions(key)
 
 
-def _raise_delete_errors(bucket: str, errors: list[Any]) -> None:
-    if not errors:
-        return
-    first = errors[0]
-    where = f"s3://{bucket}/{first.get('Key')} version {first.get('VersionId', '?')}"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    reason = f"{first.get('Code')}: {first.get('Message', '')}".rstrip(": ")
-    if first.get("Code") in REFUSED_CODES:
-        raise DeleteRefused(
-            f"{where}: delete refused{more}: {reason}; Object Lock retention or a legal hold protects it "
-            "(or the role lacks s3:DeleteObjectVersion); drsentry never bypasses a lock"
-        )
-    raise StorageError(f"{where}: delete failed{more}: {reason}")
+def _discard(bucket: Bucket, key: str, version_id: str | None) -> str:
+    """Remove a copy that failed its check (it is not locked yet); what happened, for the message."""
+    if not version_id:
+        return ""
+    try:
+        bucket.delete_version(key, version_id)
+    except StorageError as exc:
+        return f"; the bad copy could not be removed: {exc}"
+    return "; the bad copy was removed"
 
 
-def _lock_holds(head: dict[str, Any], mode: str, retain_until: datetime) -> bool:
-    until = head.get("ObjectLockRetainUntilDate")
-    if head.get("ObjectLockMode") != mode or not isinstance(until, datetime):
+def _lock_holds(head: ObjectHead, mode: str, retain_until: datetime) -> bool:
+    until = head.retain_until
+    if head.retention_mode != mode or until is None:
         return False
     # Retention dates come back rounded; a second of slack never shortens a 1-day lock.
     return until.timestamp() >= retain_until.timestamp() - 1
@@ -713,21 +618,6 @@ def _archive_of(record: BackupRecord) -> dict[str, Any]:
     return record.archive
 
 
-def _restore_header(head: dict[str, Any]) -> tuple[bool, str | None] | None:
-    """(ongoing, expiry date) from S3's `x-amz-restore` header; None when no restore was requested."""
-    header = head.get("Restore")
-    if not header:
-        return None
-    match = _RESTORE_EXPIRY_RE.search(header)
-    expiry = None
-    if match:
-        try:
-            expiry = iso(datetime.strptime(match.group(1), "%a, %d %b %Y %H:%M:%S %Z").replace(tzinfo=UTC))
-        except ValueError:
-            expiry = match.group(1)
-    return 'ongoing-request="true"' in header, expiry
-
-
 def _pending_message(storage_class: str, tier: str, requested_at: str) -> str:
     takes = RESTORE_TIMES.get(storage_class, {}).get(tier, "a while")
     return (
@@ -741,21 +631,18 @@ def archive_readable(runtime: Runtime, record: BackupRecord) -> ArchiveAccess:
     archive = _archive_of(record)
     bucket, key = str(archive["bucket"]), str(archive.get("key") or record.key)
     version_id = archive.get("version_id")
-    try:
-        request: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if version_id and version_id != "null":
-            request["VersionId"] = version_id
-        head: dict[str, Any] = dict(runtime.store.s3.head_object(**request))
-    except (ClientError, BotoCoreError) as exc:
-        raise StorageError(f"s3://{bucket}/{key}: HEAD of the archive copy failed: {_describe(exc)}") from exc
-    storage_class = str(head.get("StorageClass") or "STANDARD")
+    head = runtime.buckets.bucket(bucket).head(key, version_id)
+    if head is None:
+        version = f" version {version_id}" if version_id else ""
+        raise StorageError(f"s3://{bucket}/{key}: the archive copy{version} is not there")
+    storage_class = head.storage_class
     restore = dict(archive.get("restore") or {})
     base = {"backup_id": record.backup_id, "bucket": bucket, "key": key, "version_id": version_id}
     if storage_class in READABLE_CLASSES:
         return ArchiveAccess(
             **base, storage_class=storage_class, state="readable", message=f"readable now ({storage_class})"
         )
-    state = _restore_header(head)
+    state = head.restore
     tiers = ", ".join(f"{name}: {time}" for name, time in RESTORE_TIMES.get(storage_class, {}).items())
     tier = restore.get("tier")
     requested_at = restore.get("requested_at")
@@ -767,7 +654,7 @@ def archive_readable(runtime: Runtime, record: BackupRecord) -> ArchiveAccess:
             message=f"archived in {storage_class} and not restored; request a restore ({tiers})",
         )
         recorded = "archived"
-    elif state[0]:
+    elif state.ongoing:
         access = ArchiveAccess(
             **base,
             storage_class=storage_class,
@@ -784,8 +671,8 @@ def archive_readable(runtime: Runtime, record: BackupRecord) -> ArchiveAccess:
             state="readable",
             restore_tier=tier,
             requested_at=requested_at,
-            readable_until=state[1],
-            message=f"restored from {storage_class}; readable until {state[1] or 'the restore expires'}",
+            readable_until=state.expiry,
+            message=f"restored from {storage_class}; readable until {state.expiry or 'the restore expires'}",
         )
         recorded = "restored"
     if restore and restore.get("status") != recorded:
@@ -817,23 +704,10 @@ def request_archive_restore(
             f"{access.storage_class} does not offer the {tier} retrieval tier; use "
             + " or ".join(f"{name} ({time})" for name, time in times.items())
         )
-    request: dict[str, Any] = {
-        "Bucket": access.bucket,
-        "Key": access.key,
-        "RestoreRequest": {"Days": days, "GlacierJobParameters": {"Tier": tier}},
-    }
-    if access.version_id and access.version_id != "null":
-        request["VersionId"] = access.version_id
-    try:
-        runtime.store.s3.restore_object(**request)
-    except ClientError as exc:
-        # Someone else asked first: that restore is as good as ours.
-        if _error_code(exc) != "RestoreAlreadyInProgress":
-            raise StorageError(
-                f"s3://{access.bucket}/{access.key}: restore request failed: {_describe(exc)}"
-            ) from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"s3://{access.bucket}/{access.key}: restore request failed: {exc}") from exc
+    archive_bucket = runtime.buckets.bucket(access.bucket)
+    # Someone else asked first: that restore is as good as ours.
+    with contextlib.suppress(RestoreInProgress):
+        archive_bucket.request_restore(access.key, access.version_id, days=days, tier=tier)
     requested_at = iso(runtime.clock())
     restore = {"status": "pending", "tier": tier, "days": days, "requested_at": requested_at}
     runtime.catalog.update_backup(
@@ -867,10 +741,10 @@ def ensure_archive_readable(runtime: Runtime, record: BackupRecord) -> ArchiveAc
     return access
 
 
-def explain_unreadable(record: BackupRecord, exc: ClientError) -> DrsentryError:
-    """Turn a raw InvalidObjectState from reading an archived object into an operator's message."""
-    if _error_code(exc) != "InvalidObjectState":
-        return StorageError(f"backup {record.backup_id}: reading failed: {_describe(exc)}")
+def explain_unreadable(record: BackupRecord, exc: ObjectArchived) -> ArchiveNotReadable:
+    """Turn S3's refusal to read an archived object (its bare InvalidObjectState) into an
+    operator's message: what S3 is doing, or that a restore is needed first."""
+    logger.info("archived object not readable yet", extra={"backup_id": record.backup_id, "error": str(exc)})
     archive = record.archive or {}
     restore = archive.get("restore") or {}
     storage_class = str(archive.get("storage_class") or "an archive storage class")

@@ -88,6 +88,7 @@ class BackupRun:
         self.key, self.manifest_key = object_keys(
             self.config.storage.prefix, self.target.name, self.backup_id
         )
+        self.bucket = runtime.buckets.bucket(self.config.storage.bucket)
         self._dsn = ""
         # What the watchdog stops when time runs out: the facts query and pg_dump.
         self._conn: psycopg.Connection | None = None
@@ -204,8 +205,7 @@ class BackupRun:
             f"--dbname={dsn_without_password}",
         ]
         # What is known before the first byte is metadata; the SHA-256 and size become tags.
-        writer = self.runtime.store.writer(
-            self.config.storage.bucket,
+        writer = self.bucket.writer(
             self.key,
             metadata={"backup-id": self.backup_id, "target": self.target.name, "compression": COMPRESSION},
         )
@@ -246,9 +246,11 @@ class BackupRun:
         finally:
             process.stdout.close()
         try:
-            self.runtime.store.tag(stored, checksum_tags(stored))
+            # Tags, not metadata: known only after the last byte, and one request where
+            # metadata would need the object copied onto itself.
+            self.bucket.put_tags(stored.key, checksum_tags(stored), stored.version_id)
         except DrsentryError:
-            self.runtime.store.delete_all_versions(stored.bucket, stored.key)
+            self.bucket.delete_all_versions(stored.key)
             raise
         return stored
 
@@ -316,9 +318,9 @@ class BackupRun:
             **facts.manifest_fields(),
         }
         try:
-            self.runtime.store.put_json(self.config.storage.bucket, self.manifest_key, manifest)
+            self.bucket.put_json(self.manifest_key, manifest)
         except DrsentryError as exc:
-            self.runtime.store.delete_all_versions(self.config.storage.bucket, self.key)
+            self.bucket.delete_all_versions(self.key)
             return self._record_failure(f"writing the manifest failed, backup object removed: {exc}")
         try:
             self.runtime.catalog.put_backup(record)

@@ -37,7 +37,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ValidationError
 
 from drsentry.adapters.secrets import Credentials
@@ -51,8 +50,9 @@ from drsentry.adapters.slack import (
     notice_kind,
     webhook_url,
 )
+from drsentry.adapters.sns import Topic
 from drsentry.core import observability as obs
-from drsentry.core.errors import CatalogError, CredentialsError
+from drsentry.core.errors import CatalogError, CredentialsError, NotificationError
 from drsentry.core.records import Severity, iso, parse_iso, utc_now
 
 if TYPE_CHECKING:
@@ -177,13 +177,6 @@ def sns_subject(notice: RunNotice) -> str:
     ]
 
 
-def _aws_reason(exc: ClientError | BotoCoreError) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc)
-
-
 class Notifier:
     """The notification port every run calls once, after its record is written."""
 
@@ -229,20 +222,14 @@ class Notifier:
             )
             return None
         try:
-            response = self.clients.sns.publish(
-                TopicArn=topic_arn,
-                Subject=sns_subject(notice),
-                Message=notice.model_dump_json(),
-                MessageAttributes={
-                    "severity": {"DataType": "String", "StringValue": notice.severity},
-                    "source": {"DataType": "String", "StringValue": notice.source},
-                    "target": {"DataType": "String", "StringValue": notice.target},
-                },
+            return Topic(self.clients.sns, topic_arn).publish(
+                notice.model_dump_json(),
+                subject=sns_subject(notice),
+                attributes={"severity": notice.severity, "source": notice.source, "target": notice.target},
             )
-        except (ClientError, BotoCoreError) as exc:
-            self._failed(notice, "sns", f"SNS publish to {topic_arn} failed: {_aws_reason(exc)}", delivery)
+        except NotificationError as exc:
+            self._failed(notice, "sns", str(exc), delivery)
             return None
-        return response["MessageId"]
 
     # Slack -----------------------------------------------------------------------------
 

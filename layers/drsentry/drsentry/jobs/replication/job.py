@@ -73,22 +73,25 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from drsentry.adapters.buckets import SHA256_TAG, MiB, ObjectStore, copy_args, encryption_args, object_tags
+from drsentry.adapters.buckets import (
+    SHA256_TAG,
+    Bucket,
+    CopyParts,
+    MiB,
+    ObjectHead,
+    ReplicationRule,
+)
 from drsentry.core import observability
 from drsentry.core.config import ReplicaConfig
-from drsentry.core.errors import BackupNotFound, BadInput, CatalogError, StorageError
+from drsentry.core.errors import BackupNotFound, BadInput, BucketNotFound, CatalogError, StorageError
 from drsentry.core.events import parse_scheduled_event
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, RunNotice, Severity, iso, parse_iso
 from drsentry.jobs.idempotency import once_per_event
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
     from drsentry.jobs.runtime import Runtime
 
 WINDOW = timedelta(days=7)
@@ -102,10 +105,7 @@ CHECK_TIME_MARGIN_SECONDS = 30.0
 COPY_TIME_MARGIN_SECONDS = 60.0
 # Parts copied in parallel make a cross-region copy of a large dump minutes, not hours;
 # boto3 grows the part size itself when an object would need more than 10,000 parts.
-COPY_TRANSFER = TransferConfig(
-    multipart_threshold=256 * MiB, multipart_chunksize=256 * MiB, max_concurrency=10, use_threads=True
-)
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+COPY_PARTS = CopyParts(threshold=256 * MiB, part_size=256 * MiB, concurrency=10)
 
 ReplicaState = Literal["pending", "ok", "failed", "mismatch", "missing"]
 Judgement = Literal["ok", "warning", "critical"]
@@ -146,19 +146,17 @@ def fingerprint_of(etag: str | None, last_modified: datetime | None) -> Fingerpr
     return (etag.strip('"'), iso(last_modified))
 
 
-def object_facts(head: Mapping[str, Any] | None, tags: Mapping[str, str] | None = None) -> ObjectFacts:
-    """The facts of a HEAD response (as boto3 returns it) and the object's tags, or of an
-    absent object (None)."""
+def object_facts(head: ObjectHead | None, tags: Mapping[str, str] | None = None) -> ObjectFacts:
+    """The facts of a HEAD and the object's tags, or of an absent object (None)."""
     if head is None:
         return ObjectFacts(exists=False)
-    size = head.get("ContentLength")
     return ObjectFacts(
         exists=True,
-        size_bytes=int(size) if size is not None else None,
+        size_bytes=head.size_bytes,
         sha256=(tags or {}).get(SHA256_TAG) or None,
-        version_id=head.get("VersionId"),
-        fingerprint=fingerprint_of(head.get("ETag"), head.get("LastModified")),
-        replication_status=head.get("ReplicationStatus"),
+        version_id=head.version_id,
+        fingerprint=fingerprint_of(head.etag, head.last_modified),
+        replication_status=head.replication_status,
     )
 
 
@@ -314,13 +312,6 @@ class Problem(BaseModel):
     detail: str
 
 
-def bucket_region(location_constraint: str | None) -> str:
-    """GetBucketLocation's answer as a region: us-east-1 answers nothing, old eu-west-1 'EU'."""
-    if not location_constraint:
-        return "us-east-1"
-    return "eu-west-1" if location_constraint == "EU" else location_constraint
-
-
 def region_problems(
     primary_region: str, replica_region: str, primary_location: str | None, replica_location: str | None
 ) -> list[Problem]:
@@ -376,26 +367,12 @@ def versioning_problem(role: str, bucket: str, status: str | None, mode: Replica
     )
 
 
-def _rule_prefix(rule: Mapping[str, Any]) -> str | None:
-    """The key prefix a replication rule covers; None when tags narrow it (backups carry none)."""
-    if "Prefix" in rule:
-        return str(rule["Prefix"] or "")
-    rule_filter = rule.get("Filter") or {}
-    if "Tag" in rule_filter:
-        return None
-    if "And" in rule_filter:
-        if rule_filter["And"].get("Tags"):
-            return None
-        return str(rule_filter["And"].get("Prefix") or "")
-    return str(rule_filter.get("Prefix") or "")
-
-
 def replication_rule_problems(
-    replication: Mapping[str, Any] | None, primary_bucket: str, replica_bucket: str, prefix: str
+    rules: list[ReplicationRule] | None, primary_bucket: str, replica_bucket: str, prefix: str
 ) -> list[Problem]:
     """crr mode: an enabled rule must send every backup under `prefix` to the replica bucket."""
     wanted = {replica_bucket, f"arn:aws:s3:::{replica_bucket}"}
-    if not replication:
+    if rules is None:
         return [
             Problem(
                 check="replication-config",
@@ -406,14 +383,12 @@ def replication_rule_problems(
                 ),
             )
         ]
-    for rule in replication.get("Rules", []):
-        rule_prefix = _rule_prefix(rule)
-        destination = (rule.get("Destination") or {}).get("Bucket")
+    for rule in rules:
         if (
-            rule.get("Status") == "Enabled"
-            and destination in wanted
-            and rule_prefix is not None
-            and prefix.startswith(rule_prefix)
+            rule.status == "Enabled"
+            and rule.destination in wanted
+            and rule.prefix is not None
+            and prefix.startswith(rule.prefix)
         ):
             return []
     return [
@@ -426,27 +401,6 @@ def replication_rule_problems(
             ),
         )
     ]
-
-
-def replica_kms_key(kms_key: str | None, region: str) -> str | None:
-    """The KMS key for the replica's region: KMS keys are regional.
-
-    An alias or a key id is looked up in the replica's region (create the alias there too);
-    a multi-Region key's ARN is rewritten to its replica in `region`; a single-region key
-    ARN of another region cannot encrypt there.
-    """
-    if not kms_key or not kms_key.startswith("arn:"):
-        return kms_key
-    parts = kms_key.split(":", 5)
-    if len(parts) != 6 or parts[3] == region:
-        return kms_key
-    if parts[5].startswith("key/mrk-"):
-        parts[3] = region
-        return ":".join(parts)
-    raise StorageError(
-        f"storage.kms_key {kms_key} is a key of region {parts[3]} and cannot encrypt in {region}: "
-        "use an alias that exists in both regions or a multi-Region key"
-    )
 
 
 def overall_status(judgements: list[Judgement] | list[ProblemSeverity]) -> CheckStatus:
@@ -504,46 +458,22 @@ class ReplicationReport(BaseModel):
 # S3 access ----------------------------------------------------------------------
 
 
-def _reason(exc: ClientError | BotoCoreError) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-    return str(exc)
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _head(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:
-    """HEAD one object; None when it does not exist, StorageError when S3 would not say."""
-    try:
-        return dict(s3.head_object(Bucket=bucket, Key=key))
-    except ClientError as exc:
-        if _error_code(exc) in _NOT_FOUND:
-            return None
-        raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {_reason(exc)}") from exc
-    except BotoCoreError as exc:
-        raise StorageError(f"s3://{bucket}/{key}: HEAD failed: {exc}") from exc
-
-
-def _facts(s3: S3Client, bucket: str, key: str, head: dict[str, Any] | None) -> ObjectFacts:
+def _facts(bucket: Bucket, key: str, head: ObjectHead | None) -> ObjectFacts:
     """The facts of a HEADed object, with the tags of the version HEADed."""
     if head is None:
         return object_facts(None)
-    return object_facts(head, object_tags(s3, bucket, key, head.get("VersionId")))
+    return object_facts(head, bucket.tags(key, head.version_id))
 
 
-def _read_sha256(store: ObjectStore, bucket: str, key: str) -> str:
+def _read_sha256(bucket: Bucket, key: str) -> str:
     digest = hashlib.sha256()
-    for chunk in store.iter_chunks(bucket, key):
+    for chunk in bucket.iter_chunks(key):
         digest.update(chunk)
     return digest.hexdigest()
 
 
 def _establish_sha256(
-    store: ObjectStore,
-    bucket: str,
+    bucket: Bucket,
     key: str,
     replica: ObjectFacts,
     *,
@@ -552,45 +482,20 @@ def _establish_sha256(
 ) -> ObjectFacts:
     if not needs_reading(replica, expected_size, changed):
         return replica
-    return replace(replica, sha256=_read_sha256(store, bucket, key), sha256_read=True)
+    return replace(replica, sha256=_read_sha256(bucket, key), sha256_read=True)
 
 
-def copy_object(
-    source_s3: S3Client,
-    replica_s3: S3Client,
-    source_bucket: str,
-    replica_bucket: str,
-    key: str,
-    *,
-    kms_key: str | None,
-    transfer: TransferConfig = COPY_TRANSFER,
-) -> None:
+def copy_object(source: Bucket, replica: Bucket, key: str, *, parts: CopyParts = COPY_PARTS) -> None:
     """Server-side copy of the current version of one object into the replica bucket.
 
-    The copy is requested from the replica's region (cross-region copies go through the
-    destination's endpoint). The source's metadata and tags are passed explicitly, so a
-    multipart copy (which S3 gives neither) keeps them.
+    The version HEADed is the version copied, even if the key changes meanwhile; its
+    metadata and tags are passed explicitly, so a multipart copy keeps them.
     """
-    head = source_s3.head_object(Bucket=source_bucket, Key=key)
-    copy_source = {"Bucket": source_bucket, "Key": key}
-    if head.get("VersionId") and head["VersionId"] != "null":
-        # The version HEADed is the version copied, even if the key changes meanwhile.
-        copy_source["VersionId"] = head["VersionId"]
-    tags = object_tags(source_s3, source_bucket, key, head.get("VersionId"))
-    replica_s3.copy(
-        copy_source,  # type: ignore[arg-type]
-        replica_bucket,
-        key,
-        ExtraArgs={
-            "Metadata": dict(head.get("Metadata") or {}),
-            "MetadataDirective": "REPLACE",
-            "ContentType": head.get("ContentType") or "application/octet-stream",
-            **copy_args(tags),
-            **encryption_args(kms_key),
-        },
-        SourceClient=source_s3,
-        Config=transfer,
-    )
+    head = source.head(key)
+    if head is None:
+        raise StorageError(f"s3://{source.name}/{key}: not there to copy")
+    tags = source.tags(key, head.version_id)
+    replica.copy_in(source, head, metadata=head.metadata, tags=tags, parts=parts)
 
 
 # copy mode ----------------------------------------------------------------------
@@ -623,8 +528,8 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
     replica = runtime.config.storage.replica
     if replica is None or replica.mode != "copy" or record.status != "completed":
         return record
-    source_s3 = runtime.clients.s3(runtime.config.storage.region)
-    replica_s3 = runtime.clients.s3(replica.region)
+    source = runtime.buckets.bucket(record.bucket, runtime.config.storage.region)
+    replica_bucket = runtime.buckets.bucket(replica.bucket, replica.region)
     state: ReplicaState
     error: str | None = None
     verified: ObjectFacts | None = None
@@ -632,13 +537,12 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
     try:
         if remaining is not None and remaining < COPY_TIME_MARGIN_SECONDS:
             raise StorageError(f"only {remaining:.0f}s of run time left, the copy was not started")
-        kms_key = replica_kms_key(runtime.config.storage.kms_key, replica.region)
+        # The replica's region has its own KMS key (Bucket writes with the regional one).
         for key in (record.key, record.manifest_key):
-            copy_object(source_s3, replica_s3, record.bucket, replica.bucket, key, kms_key=kms_key)
-        copied = _facts(replica_s3, replica.bucket, record.key, _head(replica_s3, replica.bucket, record.key))
+            copy_object(source, replica_bucket, key)
+        copied = _facts(replica_bucket, record.key, replica_bucket.head(record.key))
         copied = _establish_sha256(
-            ObjectStore(replica_s3),
-            replica.bucket,
+            replica_bucket,
             record.key,
             copied,
             expected_size=record.size_bytes,
@@ -662,8 +566,6 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
             state, error = "failed", f"the copy is not in s3://{replica.bucket}: {verdict.reason}"
     except StorageError as exc:
         state, error = "failed", str(exc)
-    except (ClientError, BotoCoreError) as exc:
-        state, error = "failed", f"copy to s3://{replica.bucket} ({replica.region}) failed: {_reason(exc)}"
     detail = _replica_detail(replica, iso(runtime.clock()), error, verified)
     log = logger.info if state == "ok" else logger.error
     log(
@@ -734,19 +636,17 @@ class ReplicaInventory:
     def get(self, key: str) -> ListedObject | None:
         return self.objects.get(key)
 
-    def add_folder(self, s3: S3Client, bucket: str, folder: str) -> None:
+    def add_folder(self, bucket: Bucket, folder: str) -> None:
         found: dict[str, ListedObject] = {}
         try:
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
-                for entry in page.get("Contents", []):
-                    found[entry["Key"]] = ListedObject(
-                        size_bytes=int(entry.get("Size", 0)),
-                        fingerprint=fingerprint_of(entry.get("ETag"), entry.get("LastModified")),
-                    )
-        except (ClientError, BotoCoreError) as exc:
+            for entry in bucket.iter_objects(folder):
+                found[entry.key] = ListedObject(
+                    size_bytes=entry.size_bytes, fingerprint=fingerprint_of(entry.etag, entry.last_modified)
+                )
+        except StorageError as exc:
             logger.warning(
                 "listing the replica failed; its backups are checked one by one",
-                extra={"bucket": bucket, "prefix": folder, "error": _reason(exc)},
+                extra={"bucket": bucket.name, "prefix": folder, "error": str(exc)},
             )
             return
         self.objects.update(found)
@@ -773,9 +673,7 @@ class _ReplicaInspector:
         self.now = now
         self.inventory = inventory
         self.checked_at = iso(now)
-        self.source_s3 = runtime.clients.s3(runtime.config.storage.region)
-        self.replica_s3 = runtime.clients.s3(replica.region)
-        self.replica_store = ObjectStore(self.replica_s3)
+        self.replica_bucket = runtime.buckets.bucket(replica.bucket, replica.region)
 
     def inspect(self, record: BackupRecord) -> BackupCheck:
         age = max((self.now - parse_iso(record.finished_at or record.started_at)).total_seconds(), 0.0)
@@ -792,20 +690,23 @@ class _ReplicaInspector:
         self._record_state(record, verdict, replica)
         return BackupCheck(record.backup_id, verdict, None, age)
 
-    def _replica_head(self, key: str) -> dict[str, Any] | None:
+    def _replica_head(self, key: str) -> ObjectHead | None:
         if self.inventory.covers(key) and self.inventory.get(key) is None:
             return None  # the listing is strongly consistent: absent means absent
-        return _head(self.replica_s3, self.replica.bucket, key)
+        return self.replica_bucket.head(key)
+
+    def _source_facts(self, record: BackupRecord) -> ObjectFacts:
+        source = self.runtime.buckets.bucket(record.bucket, self.runtime.config.storage.region)
+        return object_facts(source.head(record.key))
 
     def _judge(
         self, record: BackupRecord, age: float, verified: Fingerprint | None
     ) -> tuple[Verdict, ObjectFacts]:
         mode = self.replica.mode
-        source = object_facts(_head(self.source_s3, record.bucket, record.key)) if mode == "crr" else None
-        replica = _facts(self.replica_s3, self.replica.bucket, record.key, self._replica_head(record.key))
+        source = self._source_facts(record) if mode == "crr" else None
+        replica = _facts(self.replica_bucket, record.key, self._replica_head(record.key))
         replica = _establish_sha256(
-            self.replica_store,
-            self.replica.bucket,
+            self.replica_bucket,
             record.key,
             replica,
             expected_size=record.size_bytes,
@@ -850,69 +751,51 @@ class _ReplicaInspector:
 
 def _bucket_problems(runtime: Runtime, replica: ReplicaConfig) -> list[Problem]:
     storage = runtime.config.storage
-    source_s3 = runtime.clients.s3(storage.region)
-    replica_s3 = runtime.clients.s3(replica.region)
+    primary = runtime.buckets.bucket(storage.bucket, storage.region)
+    replica_bucket = runtime.buckets.bucket(replica.bucket, replica.region)
     problems: list[Problem] = []
     locations: dict[str, str | None] = {}
-    for role, s3, bucket in (("primary", source_s3, storage.bucket), ("replica", replica_s3, replica.bucket)):
+    for role, bucket in (("primary", primary), ("replica", replica_bucket)):
         try:
-            constraint = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
-            locations[role] = bucket_region(constraint)
-            status = s3.get_bucket_versioning(Bucket=bucket).get("Status")
-        except (ClientError, BotoCoreError) as exc:
+            locations[role] = bucket.location()
+            status = bucket.versioning()
+        except StorageError as exc:
             locations[role] = None
-            missing = isinstance(exc, ClientError) and _error_code(exc) == "NoSuchBucket"
             problems.append(
                 Problem(
                     check=f"{role}-bucket",
                     severity="critical",
                     detail=(
-                        f"the {role} bucket {bucket} does not exist"
-                        if missing
-                        else f"cannot read the settings of the {role} bucket {bucket}: {_reason(exc)}"
+                        f"the {role} bucket {bucket.name} does not exist"
+                        if isinstance(exc, BucketNotFound)
+                        else f"cannot read the settings of the {role} bucket: {exc}"
                     ),
                 )
             )
             continue
-        problem = versioning_problem(role, bucket, status, replica.mode)
+        problem = versioning_problem(role, bucket.name, status, replica.mode)
         if problem is not None:
             problems.append(problem)
     problems.extend(
         region_problems(storage.region, replica.region, locations.get("primary"), locations.get("replica"))
     )
     if replica.mode == "crr":
-        problems.extend(
-            _replication_config_problems(source_s3, storage.bucket, replica.bucket, storage.prefix)
-        )
+        problems.extend(_replication_config_problems(primary, replica.bucket, storage.prefix))
     return problems
 
 
-def _replication_config_problems(
-    source_s3: S3Client, primary_bucket: str, replica_bucket: str, prefix: str
-) -> list[Problem]:
+def _replication_config_problems(primary: Bucket, replica_bucket: str, prefix: str) -> list[Problem]:
     try:
-        replication: dict[str, Any] | None = dict(
-            source_s3.get_bucket_replication(Bucket=primary_bucket)["ReplicationConfiguration"]
-        )
-    except ClientError as exc:
-        if _error_code(exc) != "ReplicationConfigurationNotFoundError":
-            return [
-                Problem(
-                    check="replication-config",
-                    severity="critical",
-                    detail=f"cannot read the replication configuration of {primary_bucket}: {_reason(exc)}",
-                )
-            ]
-        replication = None
-    except BotoCoreError as exc:
+        rules = primary.replication_rules()
+    except StorageError as exc:
         return [
             Problem(
                 check="replication-config",
                 severity="critical",
-                detail=f"cannot read the replication configuration of {primary_bucket}: {exc}",
+                detail=str(exc),  # names the bucket and what S3 answered
             )
         ]
-    return replication_rule_problems(replication, primary_bucket, replica_bucket, prefix)
+    return replication_rule_problems(rules, primary.name, replica_bucket, prefix)
 
 
 def _ids(checks: list[BackupCheck]) -> list[str]:
@@ -998,11 +881,11 @@ def _inspect_all(
         None if remaining is None else time.monotonic() + max(remaining - CHECK_TIME_MARGIN_SECONDS, 1.0)
     )
     inventory = ReplicaInventory()
-    replica_s3 = runtime.clients.s3(replica.region)
+    replica_bucket = runtime.buckets.bucket(replica.bucket, replica.region)
     folders = sorted({_directory(key) for record in backups for key in (record.key, record.manifest_key)})
     pool = ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="replica-check")
     try:
-        wait([pool.submit(inventory.add_folder, replica_s3, replica.bucket, folder) for folder in folders])
+        wait([pool.submit(inventory.add_folder, replica_bucket, folder) for folder in folders])
         inspector = _ReplicaInspector(runtime, replica, now, inventory)
         futures: list[Future[BackupCheck]] = [pool.submit(inspector.inspect, record) for record in backups]
         timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
