@@ -50,7 +50,7 @@ def subscribe(runtime: Runtime) -> Callable[[], list[dict[str, Any]]]:
         "QueueArn"
     ]
     runtime.clients.sns.subscribe(
-        TopicArn=runtime.config.notifications.sns_topic_arn, Protocol="sqs", Endpoint=queue_arn
+        TopicArn=str(runtime.config.notifications.sns_topic_arn), Protocol="sqs", Endpoint=queue_arn
     )
     received: list[dict[str, Any]] = []
 

@@ -92,11 +92,11 @@ def once_per_event(
             "by another run; not starting a second one"
         ) from exc
     except IdempotencyError as exc:
-        raise idempotency_failure(runtime.config.catalog.table, exc) from exc
+        raise idempotency_failure(runtime.config.catalog.table, request["source"], exc) from exc
     return result
 
 
-def idempotency_failure(table: str, exc: IdempotencyError) -> DrsentryError:
+def idempotency_failure(table: str, source: str, exc: IdempotencyError) -> DrsentryError:
     """One line for a failure of the idempotency record itself (not of the run)."""
     cause = _aws_cause(exc)
     if cause is not None and is_no_credentials(cause):
@@ -105,7 +105,9 @@ def idempotency_failure(table: str, exc: IdempotencyError) -> DrsentryError:
             '(for the local stack: eval "$(drsentry local env)")'
         )
     reason = describe(cause) if cause is not None else _first_line(exc)
-    return CatalogError(f"catalog table {table!r}: recording the run for this event failed: {reason}")
+    return CatalogError(
+        f"catalog table {table!r}: the once-per-event record of this {source} run failed: {reason}"
+    )
 
 
 def _aws_cause(exc: BaseException) -> BaseException | None:
