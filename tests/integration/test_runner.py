@@ -17,6 +17,7 @@ from drsentry.adapters.aws import AwsClients
 from drsentry.core.config import Config, TargetConfig
 from drsentry.core.errors import BadInput, CatalogError, StorageError
 from drsentry.core.events import ScheduledEvent
+from drsentry.jobs.archive.job import run_scheduled_archive
 from drsentry.jobs.replication.job import run_scheduled_replication_check
 from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime, build_runtime
@@ -229,3 +230,29 @@ def test_replication_check_of_a_target_whose_catalog_read_fails_does_not_stop_th
     assert by_target["app"]["severity"] == "critical"
     assert by_target["app"]["summary"].startswith("replication-check of app could not run: catalog table")
     assert by_target["billing"]["source"] == "replication-check"
+
+
+def test_archive_of_a_target_that_cannot_be_planned_counts_a_failure_and_alerts_once(
+    make_config: Any, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given DynamoDB failing every read of the target's backups
+    config, _ = make_config(NO_SOURCE)
+    runtime = build_runtime(config, clients=AwsClients(config.storage.region, max_attempts=FEW_ATTEMPTS))
+    notices = subscribe(runtime)
+    proxy.add(Rule(dynamodb("Query", b'"target#app"'), "status", status=500))
+
+    # When the daily archive run comes
+    result = run_scheduled_archive(runtime, ScheduledEvent.now())
+
+    # Then the target is recorded as not run, its alarm sees a failure, people get one notice
+    assert [(o.target, o.outcome) for o in result.outcomes] == [("app", "not_run")]
+    assert result.records == []
+    archive_failures = [
+        json.loads(line)["ArchiveFailure"]
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("{") and '"ArchiveFailure"' in line
+    ]
+    assert archive_failures == [[1.0]]  # one EMF document, the value as a one-element list
+    (notice,) = notices()
+    assert (notice["source"], notice["severity"]) == ("archive", "critical")
+    assert notice["summary"].startswith("archive of app could not run: catalog table")

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -23,6 +23,9 @@ from typer.exceptions import TyperException
 
 from drsentry.core.config import Config, load_config
 from drsentry.core.errors import BadInput, DrsentryError
+
+if TYPE_CHECKING:
+    from drsentry.jobs.runner import RunResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -110,7 +113,7 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
-def print_targets_not_run(result: Any) -> bool:
+def print_targets_not_run(result: RunResult[Any]) -> bool:
     """One stderr line per target of a `run` that was skipped or could not run; True if any."""
     for outcome in result.skipped:
         stderr.print(f"skipped {outcome.target}: {escape(outcome.reason or '')}", highlight=False)
