@@ -224,6 +224,7 @@ def test_replication_check_of_a_target_whose_catalog_read_fails_does_not_stop_th
     assert [(o.target, o.outcome) for o in result.outcomes] == [("app", "not_run"), ("billing", "ran")]
     assert [report.target for report in result.records] == ["billing"]
     assert "listing the backups of app failed" in (result.not_run[0].reason or "")
+    assert result.status == "failure"  # a target nobody could check is not known to be safe
     # ... with one critical notice for it, beside the other target's own report
     by_target = {notice["target"]: notice for notice in notices()}
     assert len(notices()) == 2

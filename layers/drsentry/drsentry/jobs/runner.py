@@ -131,6 +131,7 @@ def run_for_targets(
         for target in targets:
             reason = not_configured(target)
             if reason is not None:
+                logger.info(f"{job} not configured", extra={"target": target.name, "reason": reason})
                 outcomes.append(TargetOutcome(target=target.name, outcome="not_configured", reason=reason))
                 continue
             try:

@@ -1208,7 +1208,10 @@ class ReplicationCheckResult(RunResult[ReplicationReport]):
         """The worst status of the reports; `not-configured` when there was nothing to check."""
         if not self.records and self.not_configured:
             return "not-configured"
-        return worst_status([report.status for report in self.records])
+        statuses = [report.status for report in self.records]
+        if self.not_run:
+            statuses.append("failure")  # a target that could not be checked is not known to be safe
+        return worst_status(statuses)
 
     def document(self) -> dict[str, Any]:
         return {**super().document(), "status": self.status}
