@@ -3,15 +3,21 @@
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from drsentry.core.events import ScheduledEvent
 from drsentry.core.observability import logger, metrics, tracer
-from drsentry.jobs.lambda_container import lambda_runtime
+from drsentry.jobs.lambda_container import LambdaContainer
 from drsentry.jobs.replication.job import run_scheduled_replication_check
+
+# Clients, the secrets cache and the config live as long as the container: warm invocations reuse them.
+container = LambdaContainer()
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return run_scheduled_replication_check(lambda_runtime(context), event)
+@event_parser(model=ScheduledEvent)
+def lambda_handler(event: ScheduledEvent, context: LambdaContext) -> dict[str, Any]:
+    return run_scheduled_replication_check(container.runtime(context), event).document()

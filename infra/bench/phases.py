@@ -124,7 +124,7 @@ def _timed_chunks(iterate: Callable[..., Iterator[bytes]]) -> Callable[..., Iter
     return wrapper
 
 
-def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+def instrument_backup() -> Callable[[Any, Any], Any]:
     import zstandard
 
     from drsentry.adapters import buckets as storage
@@ -160,7 +160,7 @@ def instrument_backup() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     return backup.run_scheduled_backup
 
 
-def instrument_verify() -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
+def instrument_verify() -> Callable[[Any, Any], Any]:
     from drsentry.adapters import buckets as storage
     from drsentry.adapters import pgmeta
     from drsentry.adapters import restore_stream as restore
@@ -212,7 +212,7 @@ def main() -> int:
     interpreter_seconds = started_main - psutil.Process().create_time()
     began = time.perf_counter()
     from drsentry.core.config import load_config
-    from drsentry.core.events import scheduled_event
+    from drsentry.core.events import ScheduledEvent
     from drsentry.jobs.runtime import build_runtime
 
     run_scheduled = instrument_backup() if args.capability == "backup" else instrument_verify()
@@ -222,7 +222,8 @@ def main() -> int:
     config_began = time.perf_counter()
     runtime = build_runtime(load_config(os.environ["DRSENTRY_CONFIG"]))
     config_seconds = time.perf_counter() - config_began
-    result = run_scheduled(runtime, scheduled_event(args.target, region=runtime.config.storage.region))
+    event = ScheduledEvent.now(args.target, region=runtime.config.storage.region)
+    result = run_scheduled(runtime, event).document()
 
     steps = {
         label: {"seconds": round(total, 3), "calls": int(calls)} for label, (total, calls) in TIMINGS.items()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,15 +21,25 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 
 
-def drsentry(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def drsentry(
+    *args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    environment = {name: value for name, value in os.environ.items() if name not in unset}
     return subprocess.run(
         [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**environment, **(env or {})},
         timeout=120,
         check=False,
     )
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: connections to it are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_backup_list_and_status_as_json(source_db: str, make_config: Any) -> None:
@@ -260,3 +271,53 @@ def test_markup_in_user_input_is_printed_as_it_is(source_db: str, make_config: A
     run = drsentry("run", "backup", "--config", str(path), "--target", "[/x]")
     assert run.returncode == 2
     assert run.stderr.strip() == "error: unknown target '[/x]' (configured: app)"
+
+
+# AWS out of reach: the run's once-per-event record is its first request ---------------
+
+NO_SOURCE = "postgresql://nobody@127.0.0.1:1/none"  # the run stops before any dump
+
+
+def test_unreachable_aws_endpoint_is_one_line_with_exit_1(make_config: Any) -> None:
+    # Given an AWS endpoint on a port nobody listens on
+    config, path = make_config(NO_SOURCE)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+
+    # When a backup is run
+    run = drsentry("run", "backup", "--config", str(path), env={"AWS_ENDPOINT_URL": endpoint})
+
+    # Then one line names the table and the endpoint: no traceback, exit 1
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith(f"error: catalog table {config.catalog.table!r}: ")
+    assert f'Could not connect to the endpoint URL: "{endpoint}/"' in lines[0]
+    assert run.stdout == ""
+
+
+def test_no_aws_credentials_is_one_line_with_exit_2(make_config: Any, tmp_path: Path) -> None:
+    # Given no credentials anywhere boto3 looks: environment, files, instance metadata
+    _, path = make_config(NO_SOURCE)
+    nowhere = str(tmp_path / "no-such-file")
+
+    run = drsentry(
+        "run",
+        "backup",
+        "--config",
+        str(path),
+        env={
+            "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+            "AWS_CONFIG_FILE": nowhere,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        unset=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"),
+    )
+
+    # Then one line says what is missing and how to get it for the local stack: exit 2
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: no AWS credentials found")
+    assert 'eval "$(drsentry local env)"' in lines[0]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities import parameters
+from fault_proxy import FaultProxy, Request, Rule
 
 from conftest import KNOWN_SECRETS
 from drsentry.adapters.aws import AwsClients
@@ -612,3 +614,44 @@ def test_notify_function_posts_an_alarm_from_its_sns_event(
     # Then only the alarm reached Slack
     assert (alarm_outcomes, notice_outcomes) == (["alarm-posted"], ["run-notice-skipped"])
     assert alerts.headers() == [":red_circle: ALARM: drsentry-app-backup-age"]
+
+
+def _get_secret_value(request: Request) -> bool:
+    return request.amz_target == "secretsmanager.GetSecretValue"
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_warm_notify_invocations_read_the_webhook_secret_once(
+    alerts: Alerts, aws_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the webhook URL in a secret, the config in SSM, and every AWS request passing a proxy
+    secret_name = f"drsentry/slack-{secrets.token_hex(4)}"
+    config = alerts.config(
+        secret_values={secret_name: {"url": alerts.slack.url}}, slack_webhook_secret=secret_name
+    )
+    parameter = f"/drsentry/config-{secrets.token_hex(4)}"
+    alerts.clients.ssm.put_parameter(Name=parameter, Value=dump_config(config), Type="String")
+    monkeypatch.setenv("DRSENTRY_CONFIG_PARAM", parameter)
+    with FaultProxy(aws_endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        secret_reads = proxy.add(Rule(_get_secret_value, "delay"))  # counts; delays by 0 s
+        lambda_handler = load_notify_handler()
+
+        # When one container receives three alarms, one invocation after the other
+        outcomes = [
+            lambda_handler(sns_event(alerts.topic.arn, json.dumps(alarm("ALARM"))), LambdaContextStub())
+            for _ in range(3)
+        ]
+
+        # Then all three reached Slack, and Secrets Manager was asked for the webhook once
+        assert outcomes == [["alarm-posted"]] * 3
+        assert len(alerts.posts()) == 3
+        assert secret_reads.applied == 1
+
+        # And once the config changes (read again after its cache expired), the services are
+        # built anew from it: a new secrets cache reads the secret again
+        changed = dump_config(config) + "# rotated webhook\n"
+        alerts.clients.ssm.put_parameter(Name=parameter, Value=changed, Type="String", Overwrite=True)
+        parameters.clear_caches()
+        lambda_handler(sns_event(alerts.topic.arn, json.dumps(alarm("OK"))), LambdaContextStub())
+        assert secret_reads.applied == 2

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
 from drsentry.core.errors import BadInput, ObjectArchived
-from drsentry.core.events import scheduled_event
+from drsentry.core.events import ScheduledEvent, scheduled_event
 from drsentry.core.records import BackupRecord, VerificationRecord, iso, new_backup_id, utc_now
 from drsentry.jobs.archive import job as archive_module
 from drsentry.jobs.archive.job import (
@@ -341,15 +341,15 @@ def test_dry_run_prints_the_plan_and_changes_nothing(runtime: Runtime) -> None:
     before_buckets = bucket_state(runtime)
     before_records = sorted(r.model_dump_json() for r in runtime.catalog.iter_backups("app"))
 
-    result = run_scheduled_archive(runtime, scheduled_event("app", dry_run=True))
+    result = run_scheduled_archive(runtime, ScheduledEvent.now("app", dry_run=True))
 
-    report = result["targets"][0]
-    assert result["dry_run"] is True
-    rows = {row["backup_id"]: row for row in report["decisions"]}
-    assert rows[seeded["hourly_a"].backup_id]["action"] == "expire"
-    assert rows[seeded["hourly_a"].backup_id]["outcome"] == "planned"
-    assert f"daily {seeded['daily'].started_at[:10]}" in rows[seeded["daily"].backup_id]["slots"]
-    assert report["archived"] == report["expired"] == 0
+    (report,) = result.records
+    assert result.dry_run is True
+    rows = {row.backup_id: row for row in report.decisions}
+    assert rows[seeded["hourly_a"].backup_id].action == "expire"
+    assert rows[seeded["hourly_a"].backup_id].outcome == "planned"
+    assert f"daily {seeded['daily'].started_at[:10]}" in rows[seeded["daily"].backup_id].slots
+    assert report.archived == report.expired == 0
     assert bucket_state(runtime) == before_buckets
     assert sorted(r.model_dump_json() for r in runtime.catalog.iter_backups("app")) == before_records
 
@@ -454,13 +454,13 @@ def test_a_locked_object_is_reported_not_forced(runtime: Runtime, clients: Any, 
 
 def test_a_retried_schedule_does_not_run_twice(runtime: Runtime) -> None:
     seed_month_of_backups(runtime)
-    event = scheduled_event("app")
+    event = ScheduledEvent.now("app")
 
     first = run_scheduled_archive(runtime, event)
     second = run_scheduled_archive(runtime, event)
 
     assert second == first
-    assert first["targets"][0]["expired"] == 2
+    assert first.records[0].expired == 2
 
 
 # reading from the archive -------------------------------------------------------

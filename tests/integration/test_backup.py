@@ -16,8 +16,8 @@ import pytest
 import zstandard
 
 from drsentry.adapters.pgtools import find_tool
-from drsentry.core.errors import BackupInProgress
-from drsentry.core.events import scheduled_event
+from drsentry.core.errors import RunInProgress
+from drsentry.core.events import ScheduledEvent
 from drsentry.jobs.backup import job as backup_module
 from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
 from drsentry.jobs.runtime import build_runtime
@@ -349,7 +349,7 @@ def test_missing_dsn_secret_is_a_failed_backup_naming_the_secret(source_db: str,
 def test_duplicate_scheduled_event_creates_one_backup(source_db: str, make_config: Any) -> None:
     # Given one scheduled event
     config, _ = make_config(source_db)
-    event = scheduled_event("app")
+    event = ScheduledEvent.now("app")
 
     # When it is delivered twice
     first = run_scheduled_backup(build_runtime(config), event)
@@ -358,13 +358,14 @@ def test_duplicate_scheduled_event_creates_one_backup(source_db: str, make_confi
     # Then one backup exists and the retry returns the first run's result
     runtime = build_runtime(config)
     assert len(runtime.catalog.list_backups("app")) == 1
-    assert second["backups"][0]["backup_id"] == first["backups"][0]["backup_id"]
+    assert second == first
+    assert second.records[0].backup_id == first.records[0].backup_id
 
 
 def test_different_events_make_different_backups(source_db: str, make_config: Any) -> None:
     config, _ = make_config(source_db)
-    run_scheduled_backup(build_runtime(config), scheduled_event("app"))
-    run_scheduled_backup(build_runtime(config), scheduled_event("app"))
+    run_scheduled_backup(build_runtime(config), ScheduledEvent.now("app"))
+    run_scheduled_backup(build_runtime(config), ScheduledEvent.now("app"))
     assert len(build_runtime(config).catalog.list_backups("app")) == 2
 
 
@@ -372,22 +373,22 @@ def test_concurrent_run_for_same_target_is_refused(source_db: str, make_config: 
     # Given a run that holds the target's lock
     config, _ = make_config(source_db)
     runtime = build_runtime(config)
-    runtime.catalog.acquire_lock("app", "other-run", ttl_seconds=600)
+    runtime.catalog.locks.acquire("app", "other-run", ttl_seconds=600)
 
     # When another run starts, it refuses and writes no record
-    with pytest.raises(BackupInProgress, match="another backup of target 'app' is running"):
+    with pytest.raises(RunInProgress, match="another backup run of target 'app' is running"):
         backup_target(build_runtime(config), "app")
     assert runtime.catalog.list_backups("app") == []
 
     # And once the lock is released, backups run again
-    runtime.catalog.release_lock("app", "other-run")
+    runtime.catalog.locks.release("app", "other-run")
     assert backup_target(build_runtime(config), "app").status == "completed"
 
 
 def test_expired_lock_of_a_crashed_run_does_not_block(source_db: str, make_config: Any) -> None:
     config, _ = make_config(source_db)
     runtime = build_runtime(config)
-    runtime.catalog.acquire_lock("app", "crashed-run", ttl_seconds=-1)
+    runtime.catalog.locks.acquire("app", "crashed-run", ttl_seconds=-1)
 
     assert backup_target(build_runtime(config), "app").status == "completed"
 

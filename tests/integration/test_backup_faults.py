@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from drsentry.adapters.aws import AwsClients
 from drsentry.core.errors import CatalogWriteFailed
-from drsentry.core.events import scheduled_event
+from drsentry.core.events import ScheduledEvent
 from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
 from drsentry.jobs.runtime import build_runtime
 from drsentry.operator.cli import app
@@ -189,12 +189,12 @@ def test_scheduled_run_reports_catalog_errors_per_target(
     config, _ = make_config(source_db)
     proxy.add(Rule(dynamodb("PutItem", b'"completed"'), "status", status=500))
 
-    result = run_scheduled_backup(_runtime(config), scheduled_event("app"))
+    result = run_scheduled_backup(_runtime(config), ScheduledEvent.now("app"))
 
-    assert result["backups"] == []
-    (error,) = result["errors"]
-    assert error["target"] == "app"
-    assert "could not be written" in error["error"]
+    assert result.records == []
+    (not_run,) = result.not_run
+    assert not_run.target == "app"
+    assert "could not be written" in (not_run.reason or "")
 
 
 def test_rebuild_reports_a_manifest_that_is_not_json(source_db: str, make_config: Any, clients: Any) -> None:

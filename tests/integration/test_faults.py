@@ -220,4 +220,4 @@ def test_backup_blocked_by_a_table_lock_is_stopped_before_the_deadline(
     assert s3.list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
     assert s3.list_objects_v2(Bucket=config.storage.bucket).get("KeyCount", 0) == 0
     # and the lock is free for the next run
-    runtime.catalog.acquire_lock("app", "next-run", ttl_seconds=60)
+    runtime.catalog.locks.acquire("app", "next-run", ttl_seconds=60)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
-from drsentry.core.events import scheduled_event
+from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
 from drsentry.jobs.backup.job import backup_target, object_keys
 from drsentry.jobs.replication.job import (
@@ -522,12 +522,12 @@ def test_scheduled_check_runs_once_per_event(make_config: Any, admin_dsn: str) -
     config, _ = make_config(admin_dsn)
     runtime = build_runtime(config)
     replicate_backup(runtime, synthetic_backup(runtime, timedelta(hours=1)))
-    event = scheduled_event("app")
+    event = ScheduledEvent.now("app")
 
     first = run_scheduled_replication_check(runtime, event)
     again = run_scheduled_replication_check(build_runtime(config), event)
 
-    assert first["status"] == "ok"
+    assert first.status == "ok"
     assert again == first
 
 

@@ -17,7 +17,7 @@ from moto import mock_aws
 from drsentry.adapters.aws import AwsClients
 from drsentry.adapters.table import Catalog, create_table, table_definition
 from drsentry.core.config import parse_config
-from drsentry.core.errors import BackupInProgress, CatalogError
+from drsentry.core.errors import CatalogError, RunInProgress
 from drsentry.core.records import BackupRecord, VerificationRecord, iso, new_backup_id
 from drsentry.jobs.runtime import build_runtime
 from drsentry.operator.readiness import ReadinessRun
@@ -265,7 +265,7 @@ def test_verify_and_backup_locks_are_separate_items_under_todays_keys(
     assert verify_lock is not None and verify_lock["owner"] == {"S": "verify-run"}
 
     # And a second verification is refused while the first holds the lock
-    with pytest.raises(BackupInProgress, match="another verify of target 'app' is running"):
+    with pytest.raises(RunInProgress, match="another verify run of target 'app' is running"):
         catalog.locks.acquire("app", "second-verify", 600, job="verify")
 
     # And only its owner releases it

@@ -39,8 +39,14 @@ class CatalogWriteFailed(BackupFailed):
     """The dump is stored but its catalog record could not be written (an orphaned object)."""
 
 
-class BackupInProgress(DrsentryError):
-    """Another run holds the target's lock."""
+class RunInProgress(DrsentryError):
+    """Another run of the same job holds the target's lock (or is processing the same event)."""
+
+    @classmethod
+    def lock_held(cls, job: str, target: str) -> RunInProgress:
+        return cls(
+            f"another {job} run of target {target!r} is running (lock held); not starting a second one"
+        )
 
 
 class StorageError(DrsentryError):

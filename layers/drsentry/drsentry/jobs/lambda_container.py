@@ -1,8 +1,14 @@
-"""The Lambda side of the edge: the config from SSM, a runtime bound to the invocation.
+"""The Lambda side of the edge: what a container keeps between invocations.
+
+Each handler module builds one `LambdaContainer` at module scope, as Powertools' own
+examples build their boto3 session: the AWS clients, the secrets cache (Credentials), the
+notifier and the parsed config then live as long as the container, so warm invocations
+reuse them (one GetSecretValue per secret and cache period, not one per invocation).
+Only the run id, the deadline and the Lambda context belong to an invocation.
 
 The config parameter (named by ``DRSENTRY_CONFIG_PARAM``) is read through Powertools
-Parameters and cached across warm invocations; each invocation gets its own runtime so
-the remaining time and run id belong to it.
+Parameters, cached for ``CONFIG_CACHE_SECONDS``; when its text changes the shared
+services are built again from the new config.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-from drsentry.core.config import Config, parse_config
+from drsentry.core.config import parse_config
 from drsentry.core.errors import ConfigError
 from drsentry.jobs.runtime import Runtime, build_runtime
 
@@ -21,16 +27,32 @@ CONFIG_PARAM_ENV = "DRSENTRY_CONFIG_PARAM"
 CONFIG_CACHE_SECONDS = 300
 
 
-def load_lambda_config() -> Config:
+def config_parameter() -> str:
     name = os.environ.get(CONFIG_PARAM_ENV)
     if not name:
         raise ConfigError(f"{CONFIG_PARAM_ENV} is not set: the function does not know its configuration")
+    return name
+
+
+def read_config_text(name: str) -> str:
     try:
-        text = parameters.get_parameter(name, max_age=CONFIG_CACHE_SECONDS)
+        return str(parameters.get_parameter(name, max_age=CONFIG_CACHE_SECONDS))
     except GetParameterError as exc:
         raise ConfigError(f"cannot read SSM parameter {name!r}: {exc}") from exc
-    return parse_config(str(text), source=f"ssm:{name}")
 
 
-def lambda_runtime(context: Any) -> Runtime:
-    return build_runtime(load_lambda_config(), lambda_context=context)
+class LambdaContainer:
+    """The services one Lambda container shares across its invocations."""
+
+    def __init__(self) -> None:
+        self._config_text: str | None = None
+        self._shared: Runtime | None = None
+
+    def runtime(self, context: Any) -> Runtime:
+        """A runtime for this invocation: the container's services, its own run id and deadline."""
+        name = config_parameter()
+        text = read_config_text(name)
+        if self._shared is None or text != self._config_text:
+            self._shared = build_runtime(parse_config(text, source=f"ssm:{name}"))
+            self._config_text = text
+        return self._shared.for_invocation(context)

@@ -1,7 +1,9 @@
-"""What every capability needs, built once per run from the validated config.
+"""What every capability needs, built from the validated config.
 
 The CLI, the Lambda handlers, the local stack and the tests all build a `Runtime` the
-same way, so every capability runs unchanged in each of them.
+same way, so every capability runs unchanged in each of them. The clients, the secrets
+cache and the notifier are built once (per process, per Lambda container); a run gets
+its own run id, deadline and Lambda context through `for_invocation`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -41,6 +43,16 @@ class Runtime:
     clock: Callable[[], datetime] = utc_now
     lambda_context: Any = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def for_invocation(self, lambda_context: Any = None) -> Runtime:
+        """This runtime's shared services (clients, secrets cache, notifier) for one more run:
+        a new run id, and the deadline of `lambda_context` (none outside Lambda)."""
+        return replace(
+            self,
+            remaining_seconds=lambda_deadline(lambda_context),
+            lambda_context=lambda_context,
+            run_id=uuid.uuid4().hex,
+        )
 
 
 # glibc's malloc gives a freed large block back to the heap and raises its mmap threshold

@@ -133,12 +133,3 @@ class Catalog:
 
     def latest_completed(self, target: str) -> BackupRecord | None:
         return next((r for r in self.iter_backups(target) if r.status == "completed"), None)
-
-    # run locks (kept for the callers that take the backup lock through the catalog) ----------
-
-    def acquire_lock(self, target: str, owner: str, ttl_seconds: int) -> None:
-        """Conditional write: at most one backup per target; a crashed run's lock expires."""
-        self.locks.acquire(target, owner, ttl_seconds)
-
-    def release_lock(self, target: str, owner: str) -> None:
-        self.locks.release(target, owner)

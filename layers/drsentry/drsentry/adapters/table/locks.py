@@ -12,7 +12,7 @@ import time
 from drsentry.adapters.aws_errors import AWS_ERRORS, error_code
 from drsentry.adapters.table.items import Table, to_item
 from drsentry.adapters.table.keys import LOCK_SK, PK, SK, TTL_ATTRIBUTE, LockedJob, key, lock_pk
-from drsentry.core.errors import BackupInProgress
+from drsentry.core.errors import RunInProgress
 
 _HELD = "ConditionalCheckFailedException"
 
@@ -22,7 +22,7 @@ class RunLocks:
         self.table = table
 
     def acquire(self, target: str, owner: str, ttl_seconds: int, job: LockedJob = "backup") -> None:
-        """Take the target's lock for `job`; BackupInProgress when another live run holds it."""
+        """Take the target's lock for `job`; RunInProgress when another live run holds it."""
         now = int(time.time())
         item = {PK: lock_pk(target, job), SK: LOCK_SK, "owner": owner, TTL_ATTRIBUTE: now + ttl_seconds}
         try:
@@ -35,9 +35,7 @@ class RunLocks:
             )
         except AWS_ERRORS as exc:
             if error_code(exc) == _HELD:
-                raise BackupInProgress(
-                    f"another {job} of target {target!r} is running (lock held); not starting a second one"
-                ) from exc
+                raise RunInProgress.lock_held(job, target) from exc
             raise self.table.error(f"taking the {_lock_name(job)} of {target}", exc) from exc
 
     def release(self, target: str, owner: str, job: LockedJob = "backup") -> None:

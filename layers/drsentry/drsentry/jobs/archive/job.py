@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,7 +45,6 @@ from drsentry.adapters.buckets import SHA256_TAG, Bucket, CopyParts, MiB, Object
 from drsentry.core import gfs, observability
 from drsentry.core.config import ArchiveConfig
 from drsentry.core.errors import (
-    BackupInProgress,
     BadInput,
     DeleteRefused,
     DrsentryError,
@@ -53,11 +52,11 @@ from drsentry.core.errors import (
     RestoreInProgress,
     StorageError,
 )
-from drsentry.core.events import parse_scheduled_event
+from drsentry.core.events import ScheduledEvent
 from drsentry.core.gfs import RetentionDecision, RetentionPlan, is_archived
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, RunNotice, iso
-from drsentry.jobs.idempotency import once_per_event
+from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
 
 # Copies up to this size are one CopyObject; larger ones are parallel UploadPartCopy
@@ -121,16 +120,12 @@ class TargetArchiveReport(BaseModel):
     # Newest first: every change (archive, expire) and, space permitting, the kept backups.
     decisions: list[DecisionRow] = Field(default_factory=list)
     decisions_omitted: int = 0
-    # The target could not be planned at all (catalog unreadable, ...).
-    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.failed == 0 and self.refused == 0
+        return self.failed == 0 and self.refused == 0
 
     def summary(self) -> str:
-        if self.error:
-            return f"archive run for {self.target} failed: {self.error}"
         counts = self.counts
         planned = (
             f"keep {counts.get('keep', 0)}, archive {counts.get('archive', 0)}, "
@@ -494,12 +489,12 @@ def _result_rows(rows: list[DecisionRow], dry_run: bool) -> tuple[list[DecisionR
 def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, list[str]]:
     """The run notice for one target and the checks that failed (for the alert state)."""
     failing: list[str] = []
-    if report.error or report.failed:
+    if report.failed:
         failing.append("archive")
     if report.refused:
         failing.append("expiry")
     severity: Literal["critical", "warning", "info"] = (
-        "critical" if report.error or report.failed else "warning" if report.refused else "info"
+        "critical" if report.failed else "warning" if report.refused else "info"
     )
     problems = [row for row in report.decisions if row.outcome in {"failed", "refused"}]
     return (
@@ -518,7 +513,6 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
                 "failed": report.failed,
                 "refused": report.refused,
                 "deferred": report.deferred,
-                "error": report.error,
                 "problems": [
                     {
                         "backup_id": row.backup_id,
@@ -538,18 +532,16 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
 def archive_target(runtime: Runtime, target_name: str, *, dry_run: bool = False) -> TargetArchiveReport:
     """Plan and apply retention for one target; metrics and a notice unless it is a dry run.
 
-    Never raises for a failed copy or delete (they are in the report); a target that cannot
-    be planned at all (catalog or verification log unreadable) is reported with `error`.
+    Never raises for a failed copy or delete (they are in the report). A target that cannot
+    be planned at all (catalog or verification log unreadable) raises, after counting an
+    ArchiveFailure for its alarm; a scheduled run (jobs.runner) contains and alerts it.
     """
-    run = ArchiveRun(runtime, target_name, dry_run=dry_run)
     try:
-        report = run.execute()
+        report = ArchiveRun(runtime, target_name, dry_run=dry_run).execute()
     except DrsentryError as exc:
-        if isinstance(exc, BadInput | BackupInProgress):
-            raise
-        report = TargetArchiveReport(
-            target=target_name, dry_run=dry_run, planned_at=iso(run.now), error=str(exc)
-        )
+        if not dry_run and not isinstance(exc, BadInput):
+            observability.put_metric(observability.ARCHIVE_FAILURE, "Count", 1, target_name)
+        raise
     logger.info(
         "archive summary",
         extra={
@@ -561,7 +553,7 @@ def archive_target(runtime: Runtime, target_name: str, *, dry_run: bool = False)
     )
     if dry_run:
         return report
-    failures = report.failed + report.refused + (1 if report.error else 0)
+    failures = report.failed + report.refused
     observability.put_metric(observability.ARCHIVE_FAILURE, "Count", failures, target_name)
     observability.put_metric(observability.ARCHIVED_BACKUPS, "Count", report.archived, target_name)
     observability.put_metric(observability.EXPIRED_BACKUPS, "Count", report.expired, target_name)
@@ -571,26 +563,22 @@ def archive_target(runtime: Runtime, target_name: str, *, dry_run: bool = False)
     return report
 
 
-def run_scheduled_archive(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+class ArchiveRunResult(RunResult[TargetArchiveReport]):
+    records_key: ClassVar[str] = "targets"
+
+
+def run_scheduled_archive(runtime: Runtime, scheduled: ScheduledEvent) -> ArchiveRunResult:
     """The archive function's whole job for one scheduled event (Lambda and CLI alike)."""
-    scheduled = parse_scheduled_event(event)
-    targets = runtime.config.selected_targets(scheduled.detail.target)
     dry_run = scheduled.detail.dry_run
-    request = {"source": "archive", "event_id": scheduled.id, "target": scheduled.detail.target or "*"}
-
-    def work(_request: dict[str, Any]) -> dict[str, Any]:
-        reports = [archive_target(runtime, target.name, dry_run=dry_run) for target in targets]
-        return {
-            "event_id": scheduled.id,
-            "run_id": runtime.run_id,
-            "dry_run": dry_run,
-            "targets": [report.model_dump() for report in reports],
-        }
-
-    if dry_run:
+    return run_for_targets(
+        runtime,
+        "archive",
+        scheduled,
+        lambda target: [archive_target(runtime, target.name, dry_run=dry_run)],
+        result_type=ArchiveRunResult,
         # A dry run changes nothing, so there is nothing to protect from a second delivery.
-        return work(request)
-    return once_per_event(runtime, request, work)
+        idempotent=not dry_run,
+    )
 
 
 # reading from the archive ----------------------------------------------------------

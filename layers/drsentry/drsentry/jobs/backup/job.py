@@ -17,10 +17,11 @@ import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import zstandard
+from pydantic import Field
 
 from drsentry.adapters.buckets import StoredObject, checksum_tags
 from drsentry.adapters.pgmeta import DatabaseFacts, read_facts, server_version
@@ -34,18 +35,12 @@ from drsentry.adapters.pgtools import (
 )
 from drsentry.adapters.secrets import redact, sanitize
 from drsentry.core import gfs, observability
-from drsentry.core.errors import (
-    BackupFailed,
-    BackupInProgress,
-    CatalogError,
-    CatalogWriteFailed,
-    DrsentryError,
-)
-from drsentry.core.events import parse_scheduled_event
+from drsentry.core.errors import BackupFailed, CatalogError, CatalogWriteFailed, DrsentryError
+from drsentry.core.events import ScheduledEvent
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
-from drsentry.jobs.idempotency import once_per_event
 from drsentry.jobs.replication.job import replicate_backup
+from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.storage_manifest import storage_problems, write_storage_manifests
 
@@ -130,7 +125,7 @@ class BackupRun:
 
     def execute(self) -> BackupRecord:
         catalog = self.runtime.catalog
-        catalog.acquire_lock(self.target.name, self.runtime.run_id, self._lock_ttl())
+        catalog.locks.acquire(self.target.name, self.runtime.run_id, self._lock_ttl(), job="backup")
         watchdog = threading.Thread(target=self._watchdog, daemon=True, name="backup-watchdog")
         watchdog.start()
         try:
@@ -146,7 +141,7 @@ class BackupRun:
             return self._record_success(outcome)
         finally:
             self._finished.set()
-            catalog.release_lock(self.target.name, self.runtime.run_id)
+            catalog.locks.release(self.target.name, self.runtime.run_id, job="backup")
 
     # the dump ------------------------------------------------------------------
 
@@ -422,25 +417,12 @@ def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
 
 
 def backup_target(runtime: Runtime, target_name: str) -> BackupRecord:
-    """Back up one target, record the result, and notify. A failed dump is a `failed` record;
-    only a catalog that cannot be written raises (after the alert is sent)."""
-    try:
-        record = BackupRun(runtime, target_name).execute()
-    except (CatalogError, CatalogWriteFailed) as exc:
-        if runtime.notifier is not None:
-            runtime.notifier.send(
-                RunNotice(
-                    source="backup",
-                    target=target_name,
-                    severity="critical",
-                    status="failed",
-                    run_id=runtime.run_id,
-                    summary=str(exc),
-                    details={"error": str(exc)},
-                ),
-                failing_checks=["catalog"],
-            )
-        raise
+    """Back up one target, record the result, and notify. A failed dump is a `failed` record.
+
+    Raises RunInProgress when another backup of the target holds its lock, and CatalogError /
+    CatalogWriteFailed when the record cannot be written: a scheduled run (jobs.runner)
+    contains and alerts those."""
+    record = BackupRun(runtime, target_name).execute()
     # copy mode: the replica copy right after the backup; a failed copy never fails it.
     record = replicate_backup(runtime, record)
     record = write_storage_manifests(runtime, record)
@@ -450,49 +432,33 @@ def backup_target(runtime: Runtime, target_name: str) -> BackupRecord:
     return record
 
 
-def run_scheduled_backup(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+class BackupSummary(BackupRecord):
+    """A backup record in a run's result. The result is also the idempotency record (a DynamoDB
+    item, 400 KB at most): per-table row counts stay in the catalog and the manifest."""
+
+    tables: dict[str, int] = Field(default_factory=dict, exclude=True)
+    table_count: int = 0
+
+    @classmethod
+    def of(cls, record: BackupRecord) -> BackupSummary:
+        return cls(**record.model_dump(exclude={"tables"}), table_count=len(record.tables))
+
+
+class BackupRunResult(RunResult[BackupSummary]):
+    records_key: ClassVar[str] = "backups"
+
+    def document(self) -> dict[str, Any]:
+        # `errors`, as scripts read it before `not_run` said the same for every job.
+        errors = [{"target": outcome.target, "error": outcome.reason} for outcome in self.not_run]
+        return {**super().document(), "errors": errors}
+
+
+def run_scheduled_backup(runtime: Runtime, scheduled: ScheduledEvent) -> BackupRunResult:
     """The backup function's whole job for one scheduled event (Lambda and CLI alike)."""
-    scheduled = parse_scheduled_event(event)
-    targets = runtime.config.selected_targets(scheduled.detail.target)
-    request = {"source": "backup", "event_id": scheduled.id, "target": scheduled.detail.target or "*"}
-
-    def work(_request: dict[str, Any]) -> dict[str, Any]:
-        backups: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
-        errors: list[dict[str, str]] = []
-        for target in targets:
-            try:
-                record = backup_target(runtime, target.name)
-                # The result is also the idempotency record (a DynamoDB item, 400 KB at most):
-                # per-table row counts stay in the catalog and the manifest.
-                backups.append({**record.model_dump(exclude={"tables"}), "table_count": len(record.tables)})
-            except BackupInProgress as exc:
-                logger.warning("backup skipped", extra={"target": target.name, "reason": str(exc)})
-                skipped.append({"target": target.name, "reason": str(exc)})
-                # A skipped run is a missed recovery point: people hear of it.
-                if runtime.notifier is not None:
-                    runtime.notifier.send(
-                        RunNotice(
-                            source="backup",
-                            target=target.name,
-                            severity="warning",
-                            status="skipped",
-                            run_id=runtime.run_id,
-                            summary=f"backup of {target.name} skipped: {exc}",
-                            details={"reason": str(exc)},
-                        ),
-                        failing_checks=["lock"],
-                    )
-            except (CatalogError, CatalogWriteFailed) as exc:
-                # Already alerted; the other targets still get their backups.
-                logger.error("backup not recorded", extra={"target": target.name, "error": str(exc)})
-                errors.append({"target": target.name, "error": str(exc)})
-        return {
-            "event_id": scheduled.id,
-            "run_id": runtime.run_id,
-            "backups": backups,
-            "skipped": skipped,
-            "errors": errors,
-        }
-
-    return once_per_event(runtime, request, work)
+    return run_for_targets(
+        runtime,
+        "backup",
+        scheduled,
+        lambda target: [BackupSummary.of(backup_target(runtime, target.name))],
+        result_type=BackupRunResult,
+    )

@@ -71,7 +71,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,12 +84,12 @@ from drsentry.adapters.buckets import (
     ReplicationRule,
 )
 from drsentry.core import observability
-from drsentry.core.config import ReplicaConfig
+from drsentry.core.config import ReplicaConfig, TargetConfig
 from drsentry.core.errors import BackupNotFound, BadInput, BucketNotFound, CatalogError, StorageError
-from drsentry.core.events import parse_scheduled_event
+from drsentry.core.events import ScheduledEvent
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, RunNotice, Severity, iso, parse_iso
-from drsentry.jobs.idempotency import once_per_event
+from drsentry.jobs.runner import RunResult, run_for_targets
 
 if TYPE_CHECKING:
     from drsentry.jobs.runtime import Runtime
@@ -1020,24 +1020,35 @@ def latest_replication_check(runtime: Runtime, target: str) -> ReplicationReport
     return ReplicationReport.model_validate(fields) if fields is not None else None
 
 
-def run_scheduled_replication_check(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+class ReplicationCheckResult(RunResult[ReplicationReport]):
+    records_key: ClassVar[str] = "reports"
+
+    @property
+    def status(self) -> CheckStatus | Literal["not-configured"]:
+        """The worst status of the reports; `not-configured` when there was nothing to check."""
+        if not self.records and self.not_configured:
+            return "not-configured"
+        statuses = [report.status for report in self.records]
+        if self.not_run:
+            statuses.append("failure")  # a target that could not be checked is not known to be safe
+        return worst_status(statuses)
+
+    def document(self) -> dict[str, Any]:
+        return {**super().document(), "status": self.status}
+
+
+def run_scheduled_replication_check(runtime: Runtime, scheduled: ScheduledEvent) -> ReplicationCheckResult:
     """The replication-check function's whole job for one scheduled event (Lambda and CLI)."""
-    scheduled = parse_scheduled_event(event)
-    targets = runtime.config.selected_targets(scheduled.detail.target)
-    request = {
-        "source": "replication-check",
-        "event_id": scheduled.id,
-        "target": scheduled.detail.target or "*",
-    }
 
-    def work(_request: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = {"event_id": scheduled.id, "run_id": runtime.run_id, "reports": []}
-        if runtime.config.storage.replica is None:
-            # Deployed without a replica: nothing to check, and not an error every hour.
-            logger.warning("replication check skipped: storage.replica is not configured")
-            return {**result, "status": "not-configured"}
-        reports = [check_replication(runtime, target.name) for target in targets]
-        status = worst_status([report.status for report in reports])
-        return {**result, "status": status, "reports": [report.model_dump() for report in reports]}
+    def no_replica(_target: TargetConfig) -> str | None:
+        # Deployed without a replica: nothing to check, and not an error every hour.
+        return None if runtime.config.storage.replica else "storage.replica is not configured"
 
-    return once_per_event(runtime, request, work)
+    return run_for_targets(
+        runtime,
+        "replication-check",
+        scheduled,
+        lambda target: [check_replication(runtime, target.name)],
+        result_type=ReplicationCheckResult,
+        not_configured=no_replica,
+    )

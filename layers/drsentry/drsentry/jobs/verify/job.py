@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
@@ -59,16 +59,15 @@ from drsentry.adapters.restore_stream import (
 from drsentry.adapters.secrets import redact, same_database, sanitize
 from drsentry.adapters.table.verifications import VerificationLog
 from drsentry.core import observability
-from drsentry.core.config import Assertion, BucketConfig, VerifyConfig
+from drsentry.core.config import Assertion, BucketConfig, TargetConfig, VerifyConfig
 from drsentry.core.errors import (
-    BackupInProgress,
     BackupNotFound,
     BadInput,
     CatalogError,
     DrsentryError,
     StorageError,
 )
-from drsentry.core.events import parse_scheduled_event
+from drsentry.core.events import ScheduledEvent
 from drsentry.core.observability import logger
 from drsentry.core.records import (
     BackupRecord,
@@ -81,7 +80,7 @@ from drsentry.core.records import (
     iso,
     parse_iso,
 )
-from drsentry.jobs.idempotency import once_per_event
+from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.storage_manifest import compare_storage, storage_check_name
 
@@ -117,15 +116,13 @@ CHECK_FINGERPRINT = "schema fingerprint"
 CHECK_RTO = "restore time"
 ASSERTION_PREFIX = "assertion: "
 
+NOTHING_TO_VERIFY = "no completed backup to verify"
+
 _COMMENT_RE = re.compile(r"^drsentry verify run \S+ started (\S+)$")
 
 
 class VerificationRefused(DrsentryError):
     """The scratch server configuration would endanger the source database."""
-
-
-class VerificationInProgress(DrsentryError):
-    """Another verification run of the target holds its lock."""
 
 
 # Pure rules (unit-tested without a database) ---------------------------------------------
@@ -929,13 +926,7 @@ def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord
     # In Lambda the lock need not outlive the invocation: a killed run must not block the next one.
     remaining = runtime.remaining_seconds()
     lock_seconds = LOCK_TTL_SECONDS if remaining is None else int(remaining) + 60
-    try:
-        runtime.catalog.locks.acquire(target_name, runtime.run_id, lock_seconds, job="verify")
-    except BackupInProgress as exc:
-        raise VerificationInProgress(
-            f"another verification of target {target_name!r} is running (lock held); "
-            "not starting a second one"
-        ) from exc
+    runtime.catalog.locks.acquire(target_name, runtime.run_id, lock_seconds, job="verify")
     try:
         completed = [
             record for record in runtime.catalog.iter_backups(target_name) if record.status == "completed"
@@ -1028,58 +1019,36 @@ def notice_for(
     return notice, sorted(set(failing))
 
 
-def run_scheduled_verify(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+class VerifyRunResult(RunResult[VerificationRecord]):
+    records_key: ClassVar[str] = "verifications"
+
+    @property
+    def no_backup(self) -> list[str]:
+        """Targets that had no completed backup to verify (verify_target alerted on them)."""
+        verified = {record.target for record in self.records}
+        return [outcome.target for outcome in self.targets("ran") if outcome.target not in verified]
+
+    def document(self) -> dict[str, Any]:
+        # `unverified`, as scripts read it before: every target this run leaves without a verification.
+        unverified = [{"target": o.target, "reason": o.reason} for o in self.not_run] + [
+            {"target": name, "reason": NOTHING_TO_VERIFY} for name in self.no_backup
+        ]
+        return {**super().document(), "unverified": unverified}
+
+
+def no_verify_section(target: TargetConfig) -> str | None:
+    if target.verify is None:
+        return f"target {target.name!r} has no verify section in the configuration"
+    return None
+
+
+def run_scheduled_verify(runtime: Runtime, scheduled: ScheduledEvent) -> VerifyRunResult:
     """The verify function's whole job for one scheduled event (Lambda and CLI alike)."""
-    scheduled = parse_scheduled_event(event)
-    targets = runtime.config.selected_targets(scheduled.detail.target)
-    if scheduled.detail.target and targets[0].verify is None:
-        raise BadInput(f"target {scheduled.detail.target!r} has no verify section in the configuration")
-    request = {"source": "verify", "event_id": scheduled.id, "target": scheduled.detail.target or "*"}
-
-    def work(_request: dict[str, Any]) -> dict[str, Any]:
-        verifications: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
-        unverified: list[dict[str, str]] = []
-        not_configured: list[str] = []
-        for target in targets:
-            if target.verify is None:
-                not_configured.append(target.name)
-                continue
-            try:
-                records = verify_target(runtime, target.name)
-            except VerificationInProgress as exc:
-                logger.warning("verification skipped", extra={"target": target.name, "reason": str(exc)})
-                skipped.append({"target": target.name, "reason": str(exc)})
-                continue
-            except (CatalogError, StorageError) as exc:
-                # The catalog or bucket is unreachable: this target cannot be verified now;
-                # say so loudly and go on with the others.
-                logger.error("verification not run", extra={"target": target.name, "error": str(exc)})
-                unverified.append({"target": target.name, "reason": str(exc)})
-                if runtime.notifier is not None:
-                    runtime.notifier.send(
-                        RunNotice(
-                            source="verify",
-                            target=target.name,
-                            severity="critical",
-                            status="failure",
-                            run_id=runtime.run_id,
-                            summary=f"verification of {target.name} could not run: {exc}",
-                            details={"error": str(exc)},
-                        ),
-                        failing_checks=["catalog"],
-                    )
-                continue
-            if not records:
-                unverified.append({"target": target.name, "reason": "no completed backup to verify"})
-            verifications.extend(record.model_dump() for record in records)
-        return {
-            "event_id": scheduled.id,
-            "run_id": runtime.run_id,
-            "verifications": verifications,
-            "skipped": skipped,
-            "unverified": unverified,
-            "not_configured": not_configured,
-        }
-
-    return once_per_event(runtime, request, work)
+    return run_for_targets(
+        runtime,
+        "verify",
+        scheduled,
+        lambda target: verify_target(runtime, target.name),
+        result_type=VerifyRunResult,
+        not_configured=no_verify_section,
+    )
