@@ -6,7 +6,6 @@ arithmetic (the planner cuts slot keys out of ISO strings).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -157,14 +156,14 @@ def test_monthly_backups_without_an_archive_copy_are_to_be_archived() -> None:
     assert all(d.slots[0].startswith("monthly ") for d in archive)
 
 
-def test_planning_100000_rows_is_fast() -> None:
+def test_planning_100000_rows_decides_every_row() -> None:
+    # How fast is measured by infra/bench/gfs_plan.py (`make bench`), not here: a timed unit
+    # test fails on a loaded machine and proves nothing about speed on a quiet one.
     start = NOW - timedelta(minutes=20 * 100_000)
     records = [backup(start + timedelta(minutes=20 * n), serial=n) for n in range(100_000)]
-    began = time.perf_counter()
     result = plan(records)
-    elapsed = time.perf_counter() - began
     assert len(result.decisions) == 100_000
-    assert elapsed < 2.0, f"planning 100,000 rows took {elapsed:.2f}s"
+    assert {d.backup_id for d in result.decisions} == {r.backup_id for r in records}
 
 
 # slot rules -------------------------------------------------------------------------
