@@ -176,13 +176,14 @@ def up(state_dir: Path) -> dict[str, str]:
         return document
 
 
-def down(state_dir: Path) -> list[str]:
+def down(state_dir: Path, *, keep_databases: bool = False) -> list[str]:
     """Stop what `up` started in `state_dir` and forget its data; return the names of what was running.
 
     The PostgreSQL data directory and the Slack posts are removed with the processes: moto's
     buckets and catalog are gone once it stops, and databases or posts that outlived them
     would describe backups that no longer exist. Logs and drsentry.yaml stay (the next `up`
-    writes the same config).
+    writes the same config). `keep_databases` keeps the PostgreSQL data for a caller whose
+    databases are inputs it rebuilds at great cost, not records (the benchmark's).
     """
     state_dir = state_dir.expanduser().resolve()
     if not state_dir.is_dir():
@@ -198,23 +199,25 @@ def down(state_dir: Path) -> list[str]:
         data_dir = state_dir / PG_DIR
         if embedded_pg.stop(data_dir):
             stopped.append("postgres")
-        _forget_data(state_dir, data_dir)
+        _forget_data(state_dir, data_dir, keep_databases=keep_databases)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 
-def _forget_data(state_dir: Path, data_dir: Path) -> None:
-    if embedded_pg.running(data_dir):
-        # Never delete the files under a server that still runs.
-        raise LocalStackError(
-            f"embedded PostgreSQL in {data_dir} did not stop; see {data_dir / 'server.log'}, stop it, "
-            "then run `drsentry local down` again"
-        )
+def _forget_data(state_dir: Path, data_dir: Path, *, keep_databases: bool) -> None:
     try:
+        (state_dir / SLACK_POSTS_FILE).unlink(missing_ok=True)
+        if keep_databases:
+            return
+        if embedded_pg.running(data_dir):
+            # Never delete the files under a server that still runs.
+            raise LocalStackError(
+                f"embedded PostgreSQL in {data_dir} did not stop; see {data_dir / 'server.log'}, stop it, "
+                "then run `drsentry local down` again"
+            )
         if data_dir.exists():
             shutil.rmtree(data_dir)
         embedded_pg.forget(data_dir)
-        (state_dir / SLACK_POSTS_FILE).unlink(missing_ok=True)
     except OSError as exc:
         raise LocalStackError(
             f"cannot remove {exc.filename or data_dir}: {exc.strerror or exc}; remove it before the next "
