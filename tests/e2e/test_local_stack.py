@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -312,3 +314,126 @@ def test_up_names_the_log_of_a_process_that_never_answers(
 
     # The silent process was recorded, so `down` stops it.
     assert "slack-sink" in stack.down(broken_state_dir)
+
+
+# one stack per checkout ------------------------------------------------------------------
+
+
+def _drsentry(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`drsentry ARGS` as a user's shell in `cwd` runs it: its own process, nothing of this one's AWS."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in (*_AWS_ENV, "DRSENTRY_LOCAL_DIR", "DRSENTRY_CONFIG", "XDG_STATE_HOME", "HOME")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
+        cwd=cwd,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _up(cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    run = _drsentry("local", "up", "--json", cwd=cwd, env=env)
+    assert run.returncode == 0, run.stderr
+    document: dict[str, str] = json.loads(run.stdout)
+    return document
+
+
+def _bucket_names(endpoint: str) -> set[str]:
+    s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
+    return {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+
+
+def test_two_checkouts_get_two_stacks_and_one_down_leaves_the_other_running() -> None:
+    # Given two checkouts of one user (one HOME), each starting "its" stack the README's way,
+    # the first from a subdirectory
+    with (
+        server_directory("checkout-a") as checkout_a,
+        server_directory("checkout-b") as checkout_b,
+        server_directory("home") as home,
+    ):
+        for checkout in (checkout_a, checkout_b):
+            (checkout / ".git").mkdir()
+        (checkout_a / "infra").mkdir()
+        user = {"HOME": str(home)}
+        try:
+            stack_a = _up(checkout_a / "infra", user)
+            stack_b = _up(checkout_b, user)
+
+            # Then each stack lives at its checkout's root, on ports of its own
+            assert Path(stack_a["config"]) == checkout_a / ".drsentry" / "local" / stack.CONFIG_FILE
+            assert Path(stack_b["config"]) == checkout_b / ".drsentry" / "local" / stack.CONFIG_FILE
+            assert stack_a["aws_endpoint_url"] != stack_b["aws_endpoint_url"]
+            assert _port_of(stack_a["pg_dsn"]) != _port_of(stack_b["pg_dsn"])
+
+            # When the first checkout takes its stack down
+            down_a = _drsentry("local", "down", cwd=checkout_a, env=user)
+
+            # Then its processes are gone, and the second stack still answers: its moto with its
+            # buckets, its PostgreSQL with the sample database, `local env` with its exports
+            assert down_a.returncode == 0, down_a.stderr
+            assert "stopped: " in down_a.stdout
+            assert not _answers(_port_of(stack_a["aws_endpoint_url"]))
+            assert not _answers(_port_of(stack_a["pg_dsn"]))
+            assert "drsentry-local-backups" in _bucket_names(stack_b["aws_endpoint_url"])
+            with psycopg.connect(with_dbname(stack_b["pg_dsn"], "app")) as conn:
+                organizations = conn.execute("select count(*) from organizations").fetchone()
+            assert organizations is not None
+            assert organizations[0] > 0
+            env_b = _drsentry("local", "env", cwd=checkout_b, env=user)
+            assert env_b.returncode == 0, env_b.stderr
+            assert f"export AWS_ENDPOINT_URL={stack_b['aws_endpoint_url']}" in env_b.stdout.splitlines()
+        finally:
+            for checkout in (checkout_a, checkout_b):
+                _drsentry("local", "down", cwd=checkout, env=user)
+
+
+def test_up_after_down_starts_from_nothing() -> None:
+    with server_directory("again") as directory:
+        env = {"DRSENTRY_LOCAL_DIR": str(directory), "HOME": str(directory)}
+        try:
+            # Given a stack whose server holds a restored database and a table added to the sample,
+            # and whose Slack sink received a post
+            first = _up(directory, env)
+            with psycopg.connect(with_dbname(first["pg_dsn"], "postgres"), autocommit=True) as conn:
+                conn.execute("create database restored_app")
+            with psycopg.connect(with_dbname(first["pg_dsn"], "app"), autocommit=True) as conn:
+                conn.execute("create table added_before_down (id int)")
+            sink_port = json.loads((directory / stack.STATE_FILE).read_text())["processes"]["slack-sink"][
+                "port"
+            ]
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{sink_port}/services/T000/B000/local",
+                data=json.dumps({"text": "backup failed"}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
+
+            # When the stack goes down and comes up again
+            down = _drsentry("local", "down", cwd=directory, env=env)
+            assert down.returncode == 0, down.stderr
+            assert not (directory / stack.PG_DIR).exists()
+            again = _up(directory, env)
+
+            # Then it is as new: the catalog (moto's, in memory) is empty, and so is what would have
+            # contradicted it: no database from before, the sample as created, no Slack post
+            dynamodb = boto3.client(
+                "dynamodb", region_name="us-east-1", endpoint_url=again["aws_endpoint_url"]
+            )
+            assert dynamodb.scan(TableName=stack.CATALOG_TABLE)["Count"] == 0
+            with psycopg.connect(with_dbname(again["pg_dsn"], "postgres")) as conn:
+                databases = {row[0] for row in conn.execute("select datname from pg_database")}
+            assert "restored_app" not in databases
+            assert "app" in databases
+            with psycopg.connect(with_dbname(again["pg_dsn"], "app")) as conn:
+                added = conn.execute("select to_regclass('public.added_before_down')").fetchone()
+            assert added == (None,)
+            assert not Path(again["slack_log"]).exists() or Path(again["slack_log"]).read_text() == ""
+        finally:
+            _drsentry("local", "down", cwd=directory, env=env)

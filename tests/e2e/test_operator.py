@@ -369,6 +369,56 @@ def test_masking_that_leaves_originals_fails_and_hands_nothing_over(
         assert leftovers.fetchall() == []
 
 
+@pytest.mark.parametrize(
+    ("rules", "named"),
+    [
+        (
+            "tables: {profiles: {columns: {emial: email}}}",
+            "tables.profiles.columns.emial: profiles in backup {backup_id} has no column emial "
+            "(did you mean email?)",
+        ),
+        (
+            "tables: {profles: {columns: {email: email}}, sessions: truncate}",
+            "tables.profles: backup {backup_id} has no table profles (did you mean profiles?)",
+        ),
+        (
+            "tables: {profiles: {key: profile_id, columns: {email: email}}}",
+            "tables.profiles.key: profiles in backup {backup_id} has no column profile_id",
+        ),
+        (
+            "tables: {profiles: {columns: {organization_id: name}}}",
+            "tables.profiles.columns.organization_id: a template writes text, the column is bigint",
+        ),
+    ],
+    ids=["column", "table", "key", "type"],
+)
+def test_a_typo_in_the_mask_rules_exits_2_before_anything_is_restored(
+    stack: Stack, new_db: tuple[str, str], tmp_path: Path, rules: str, named: str
+) -> None:
+    # Given rules with one mistake, and an empty target database
+    rules_file = tmp_path / "mask.yaml"
+    rules_file.write_text(rules + "\n")
+    name, dsn = new_db
+    create_empty(stack.admin_dsn, name)
+
+    # When the backup is restored with them
+    run = drsentry(
+        "restore", stack.backup["backup_id"], "--to", dsn, "--mask", str(rules_file), "--yes",
+        "--config", str(stack.config),
+    )  # fmt: skip
+
+    # Then it is bad input, one line naming the rule, and nothing was restored anywhere
+    assert run.exit_code == 2
+    assert error_line(run).startswith(
+        f"error: {rules_file}: {named.format(backup_id=stack.backup['backup_id'])}"
+    )
+    assert "restored rows" not in run.stdout
+    assert counts(dsn) == {}
+    with psycopg.connect(stack.admin_dsn) as conn:
+        leftovers = conn.execute("select datname from pg_database where datname like 'drsentry\\_mask\\_%'")
+        assert leftovers.fetchall() == []
+
+
 # drill ------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Where `drsentry local` keeps its state when no directory is given."""
+"""Where `drsentry local` keeps its state when no directory is given: the checkout's own."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from drsentry.local.stack import default_state_dir
 
 
 def test_drsentry_local_dir_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "checkout" / ".git").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "checkout")
     monkeypatch.setenv("DRSENTRY_LOCAL_DIR", str(tmp_path / "stack"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
 
     state_dir = default_state_dir()
 
@@ -19,22 +20,48 @@ def test_drsentry_local_dir_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert state_dir.is_dir()
 
 
-def test_xdg_state_home_is_used_when_drsentry_local_dir_is_unset(
+def test_a_clone_keeps_its_stack_at_its_root_from_any_subdirectory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Given a clone (.git is a directory) and a shell in one of its subdirectories
+    (tmp_path / "clone" / ".git").mkdir(parents=True)
+    (tmp_path / "clone" / "infra" / "bench").mkdir(parents=True)
     monkeypatch.delenv("DRSENTRY_LOCAL_DIR", raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path / "clone" / "infra" / "bench")
 
-    assert default_state_dir() == tmp_path / "xdg" / "drsentry" / "local"
+    # Then the stack lives at the clone's root, where .gitignore lists .drsentry/
+    assert default_state_dir() == tmp_path / "clone" / ".drsentry" / "local"
+    assert not (tmp_path / "clone" / "infra" / "bench" / ".drsentry").exists()
 
 
-@pytest.mark.parametrize("xdg_state_home", ["", "relative/state"])
-def test_home_local_state_is_the_fallback(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, xdg_state_home: str
+def test_two_checkouts_get_two_state_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Given a clone and a `git worktree` of it (there .git is a file naming the clone's git dir)
+    (tmp_path / "clone" / ".git").mkdir(parents=True)
+    (tmp_path / "worktree").mkdir()
+    (tmp_path / "worktree" / ".git").write_text(
+        f"gitdir: {tmp_path / 'clone' / '.git' / 'worktrees' / 'w'}\n"
+    )
+    monkeypatch.delenv("DRSENTRY_LOCAL_DIR", raising=False)
+
+    monkeypatch.chdir(tmp_path / "clone")
+    in_clone = default_state_dir()
+    monkeypatch.chdir(tmp_path / "worktree")
+    in_worktree = default_state_dir()
+
+    assert in_clone == tmp_path / "clone" / ".drsentry" / "local"
+    assert in_worktree == tmp_path / "worktree" / ".drsentry" / "local"
+
+
+def test_outside_a_checkout_the_current_directory_holds_the_stack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Given a directory in no checkout, and a home that once held the per-user stack
     monkeypatch.delenv("DRSENTRY_LOCAL_DIR", raising=False)
-    # The XDG spec says to ignore a relative XDG_STATE_HOME, as if it were unset.
-    monkeypatch.setenv("XDG_STATE_HOME", xdg_state_home)
-    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
 
-    assert default_state_dir() == tmp_path / ".local" / "state" / "drsentry" / "local"
+    assert default_state_dir() == tmp_path / "work" / ".drsentry" / "local"
+    assert not (tmp_path / "xdg").exists()
+    assert not (tmp_path / "home").exists()

@@ -121,3 +121,102 @@ def test_a_bad_rules_file_is_one_line_naming_the_field(text: str, message: str) 
 def test_a_missing_rules_file_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="cannot read mask rules"):
         load_rules(tmp_path / "nope.yaml")
+
+
+# checked before the restore ----------------------------------------------------------
+
+
+def test_public_tables_are_named_without_their_schema_as_in_the_manifest() -> None:
+    rules = parse_rules("tables: {public.profiles: {columns: {email: email}}, audit.api_keys: truncate}")
+
+    assert [rule.table for rule in rules.tables] == ["profiles", "audit.api_keys"]
+
+
+def test_two_rules_for_one_table_are_bad_input() -> None:
+    with pytest.raises(BadInput, match=r"tables\.public\.profiles: a second rule for profiles"):
+        parse_rules("tables: {profiles: truncate, public.profiles: {columns: {email: email}}}", "mask.yaml")
+
+
+BACKUP_TABLES = {"organizations": 50, "profiles": 2000, "sessions": 900, "audit.api_keys": 3}
+BACKUP_COLUMNS = {
+    "profiles": {
+        "id": "bigint",
+        "email": "text",
+        "phone": "character varying(40)",
+        "full_name": "public.citext",
+        "tags": "character varying(20)[]",
+        "organization_id": "bigint",
+    },
+    "audit.api_keys": {"key_id": "uuid", "secret": "text"},
+}
+
+
+def test_rules_that_fit_the_backup_pass() -> None:
+    rules = parse_rules(
+        "tables:\n"
+        "  profiles: {columns: {email: email, phone: phone, full_name: name, tags: null}}\n"
+        "  sessions: truncate\n"
+        "  audit.api_keys: {key: key_id, columns: {secret: null}}\n"
+    )
+
+    rules.check_tables(BACKUP_TABLES, "app-20261130T120000Z")
+    rules.check_columns(BACKUP_COLUMNS, "app-20261130T120000Z")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "tables: {profles: {columns: {email: email}}}",
+            "mask.yaml: tables.profles: backup app-1 has no table profles (did you mean profiles?)",
+        ),
+        (
+            "tables: {billing.invoices: truncate}",
+            "mask.yaml: tables.billing.invoices: backup app-1 has no table billing.invoices "
+            "(it has: audit.api_keys, organizations, profiles, sessions)",
+        ),
+    ],
+)
+def test_a_rule_for_a_table_the_backup_lacks_is_one_line_naming_it(text: str, message: str) -> None:
+    with pytest.raises(BadInput) as raised:
+        parse_rules(text, "mask.yaml").check_tables(BACKUP_TABLES, "app-1")
+
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "tables: {profiles: {columns: {emial: email}}}",
+            "mask.yaml: tables.profiles.columns.emial: profiles in backup app-1 has no column emial "
+            "(did you mean email?)",
+        ),
+        (
+            "tables: {audit.api_keys: {key: keyid, columns: {secret: null}}}",
+            "mask.yaml: tables.audit.api_keys.key: audit.api_keys in backup app-1 has no column keyid "
+            "(did you mean key_id?)",
+        ),
+        (
+            "tables: {profiles: {columns: {organization_id: name}}}",
+            "mask.yaml: tables.profiles.columns.organization_id: a template writes text, the column is "
+            "bigint; use null instead",
+        ),
+        (
+            "tables: {profiles: {columns: {tags: 'tag {id}'}}}",
+            "mask.yaml: tables.profiles.columns.tags: a template writes text, the column is "
+            "character varying(20)[]; use null instead",
+        ),
+    ],
+)
+def test_a_rule_that_does_not_fit_the_backups_columns_is_one_line_naming_it(text: str, message: str) -> None:
+    with pytest.raises(BadInput) as raised:
+        parse_rules(text, "mask.yaml").check_columns(BACKUP_COLUMNS, "app-1")
+
+    assert str(raised.value) == message
+
+
+def test_tables_whose_columns_are_unknown_are_left_to_the_check_after_the_restore() -> None:
+    rules = parse_rules("tables: {organizations: {columns: {nmae: name}}}")
+
+    rules.check_columns(BACKUP_COLUMNS, "app-1")  # organizations is not in BACKUP_COLUMNS: no verdict

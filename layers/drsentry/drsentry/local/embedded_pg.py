@@ -183,6 +183,17 @@ def _wait_ready(server: EmbeddedServer) -> None:
     raise RuntimeError(f"embedded PostgreSQL did not listen on port {server.port}")
 
 
+def running(data_dir: Path) -> bool:
+    """A server of `data_dir` is alive (its postmaster.pid names a live process)."""
+    pid = EmbeddedServer(data_dir.resolve(), 0, "").pid
+    return pid is not None and _alive(pid)
+
+
+def forget(data_dir: Path) -> None:
+    """Drop the port and password kept for `data_dir`; the next `start` initialises a new server."""
+    _state_file(data_dir.resolve()).unlink(missing_ok=True)
+
+
 def stop(data_dir: Path) -> bool:
     """Stop the server if it runs; True when it was running."""
     data_dir = data_dir.resolve()

@@ -5,6 +5,13 @@ sample database, writes a `drsentry.yaml` that points every capability at them a
 provisions what it names. ``state.json`` in the state directory records pids, ports and
 paths, so that `up` can run twice, `env` can print the exports and `down` stops exactly
 what `up` started.
+
+A stack belongs to a checkout, not to a user: its state directory is ``.drsentry/local`` at
+the root of the git checkout the command runs in (``$DRSENTRY_LOCAL_DIR`` overrides it), so
+two checkouts get two stacks and one's `down` never stops the other's. `down` forgets the
+stack: moto holds the buckets and the catalog in memory only, so the PostgreSQL data and the
+Slack posts go with them; a later `up` starts from nothing, never from databases whose
+backups and records are gone.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,10 +61,15 @@ CONFIG_FILE = "drsentry.yaml"
 SLACK_POSTS_FILE = "slack-posts.jsonl"
 PG_DIR = "pgdata"
 LOCK_FILE = ".lock"
+# Where a checkout keeps its stack, relative to its root; .gitignore lists `.drsentry/`.
+CHECKOUT_STATE_DIR = Path(".drsentry") / "local"
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0
-NOT_RUNNING = "local stack is not running: run `drsentry local up`"
+NOT_RUNNING = (
+    "local stack is not running in {state_dir}: run `drsentry local up` "
+    "(DRSENTRY_LOCAL_DIR chooses another directory)"
+)
 
 
 class LocalStackError(DrsentryError):
@@ -87,18 +100,27 @@ _launched: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def default_state_dir() -> Path:
-    """``$DRSENTRY_LOCAL_DIR``, else ``${XDG_STATE_HOME:-~/.local/state}/drsentry/local``; created."""
+    """``$DRSENTRY_LOCAL_DIR``, else ``.drsentry/local`` in the checkout (see `checkout_root`); created."""
     explicit = os.environ.get("DRSENTRY_LOCAL_DIR")
-    if explicit:
-        state_dir = Path(explicit).expanduser()
-    else:
-        xdg_state = os.environ.get("XDG_STATE_HOME", "")
-        # The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
-        base = Path(xdg_state) if os.path.isabs(xdg_state) else Path.home() / ".local" / "state"
-        state_dir = base / "drsentry" / "local"
+    state_dir = Path(explicit).expanduser() if explicit else checkout_root(Path.cwd()) / CHECKOUT_STATE_DIR
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     return state_dir
+
+
+def checkout_root(start: Path) -> Path:
+    """The nearest directory from `start` upwards that holds ``.git``, else `start` itself.
+
+    The checkout, not the user and not the config: `local up` writes the config, so there is
+    none to go by before it runs, while every command of one checkout (from any of its
+    subdirectories) must find the same stack and another checkout must not. ``.git`` is a
+    directory in a clone and a file in a `git worktree`; both count.
+    """
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return start
 
 
 def up(state_dir: Path) -> dict[str, str]:
@@ -154,8 +176,15 @@ def up(state_dir: Path) -> dict[str, str]:
         return document
 
 
-def down(state_dir: Path) -> list[str]:
-    """Stop what `up` started in `state_dir`; return the names of what was running."""
+def down(state_dir: Path, *, keep_databases: bool = False) -> list[str]:
+    """Stop what `up` started in `state_dir` and forget its data; return the names of what was running.
+
+    The PostgreSQL data directory and the Slack posts are removed with the processes: moto's
+    buckets and catalog are gone once it stops, and databases or posts that outlived them
+    would describe backups that no longer exist. Logs and drsentry.yaml stay (the next `up`
+    writes the same config). `keep_databases` keeps the PostgreSQL data for a caller whose
+    databases are inputs it rebuilds at great cost, not records (the benchmark's).
+    """
     state_dir = state_dir.expanduser().resolve()
     if not state_dir.is_dir():
         return []
@@ -167,10 +196,33 @@ def down(state_dir: Path) -> list[str]:
             if _runs(record):
                 _terminate(record["pid"])
                 stopped.append(name)
-        if embedded_pg.stop(state_dir / PG_DIR):
+        data_dir = state_dir / PG_DIR
+        if embedded_pg.stop(data_dir):
             stopped.append("postgres")
+        _forget_data(state_dir, data_dir, keep_databases=keep_databases)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def _forget_data(state_dir: Path, data_dir: Path, *, keep_databases: bool) -> None:
+    try:
+        (state_dir / SLACK_POSTS_FILE).unlink(missing_ok=True)
+        if keep_databases:
+            return
+        if embedded_pg.running(data_dir):
+            # Never delete the files under a server that still runs.
+            raise LocalStackError(
+                f"embedded PostgreSQL in {data_dir} did not stop; see {data_dir / 'server.log'}, stop it, "
+                "then run `drsentry local down` again"
+            )
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        embedded_pg.forget(data_dir)
+    except OSError as exc:
+        raise LocalStackError(
+            f"cannot remove {exc.filename or data_dir}: {exc.strerror or exc}; remove it before the next "
+            "`drsentry local up`, which would otherwise bring back databases without their backups"
+        ) from exc
 
 
 def env_lines(state_dir: Path) -> list[str]:
@@ -178,7 +230,7 @@ def env_lines(state_dir: Path) -> list[str]:
     state_dir = state_dir.expanduser().resolve()
     state = _read_state(state_dir) if state_dir.is_dir() else {}
     if not _is_running(state):
-        raise BadInput(NOT_RUNNING)
+        raise BadInput(NOT_RUNNING.format(state_dir=state_dir))
     document = state["document"]
     exports = {
         "AWS_ENDPOINT_URL": document["aws_endpoint_url"],
@@ -406,6 +458,9 @@ def _answers(port: int) -> bool:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As moto's and the sink's HTTP servers bind: connections of a killed server that linger
+        # in TIME_WAIT / FIN_WAIT_2 do not keep a restarted one from its old port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:

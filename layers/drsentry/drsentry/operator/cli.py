@@ -566,6 +566,7 @@ def status(config: ConfigOption = None, target: TargetOption = None, as_json: Js
 
 
 def _state_dir() -> Path:
+    # The checkout's own stack (.drsentry/local at its root) unless DRSENTRY_LOCAL_DIR says otherwise.
     from drsentry.local.stack import default_state_dir
 
     return default_state_dir()
@@ -580,11 +581,12 @@ def local_up(as_json: JsonOption = False) -> None:
     """
     from drsentry.local import stack
 
-    document = stack.up(_state_dir())
+    state_dir = _state_dir()
+    document = stack.up(state_dir)
     if as_json:
         print_json(document)
         return
-    stdout.print("[green]local stack is up[/]")
+    stdout.print(f"[green]local stack is up[/] (state in {escape(str(state_dir))})", highlight=False)
     for name, value in document.items():
         stdout.print(f"  {name}: {escape(value)}", highlight=False)
     stdout.print('next: eval "$(drsentry local env)"')
@@ -605,14 +607,21 @@ def local_env() -> None:
 @local_app.command("down")
 @cli_errors
 def local_down() -> None:
-    """Stop only what `drsentry local up` started.
+    """Stop only what `drsentry local up` started here, and forget its databases and Slack posts.
 
     Example: drsentry local down
     """
     from drsentry.local import stack
 
-    stopped = stack.down(_state_dir())
-    stdout.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    state_dir = _state_dir()
+    stopped = stack.down(state_dir)
+    where = escape(str(state_dir))
+    stdout.print(
+        f"stopped: {', '.join(stopped)} ({where}); its databases and Slack posts were removed"
+        if stopped
+        else f"nothing was running in {where}",
+        highlight=False,
+    )
 
 
 # catalog repair -------------------------------------------------------------------

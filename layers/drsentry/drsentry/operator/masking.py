@@ -13,6 +13,10 @@ A rules file (YAML; `drsentry restore BACKUP_ID --to DSN --mask FILE`)::
           nickname: "user {id}"  # any other text is a template; {id} is the only placeholder
       sessions: truncate         # every row removed
 
+`plan_recovery` checks the rules before anything is restored: every table against the
+backup's manifest, and every column, key and template against the columns the archive's own
+CREATE TABLEs list (archive_schema.py); a typo is bad input (exit 2) naming the rule.
+
 Masking runs in one transaction of the restored database, with ``row_security = off`` so
 no policy can hide a row from it (with FORCE RLS PostgreSQL errors instead). Before any
 change, the digests of every original value of every masked column are kept in a
@@ -23,7 +27,9 @@ are empty. Only then does it commit. Identifiers reach SQL only through ``psycop
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +47,7 @@ BUILT_IN_TEMPLATES = {
 }
 PLACEHOLDER = "{id}"
 _BRACES_RE = re.compile(r"\{[^{}]*\}")
+_TYPMOD_RE = re.compile(r"\([^)]*\)")
 # Templates write text; a uuid, number or date column cannot take `Test Customer 42`.
 TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 
@@ -82,11 +89,61 @@ class MaskingRules:
         skipped = [rule.table for rule in self.tables if rule.table not in restored]
         return MaskingRules(kept, self.source), skipped
 
+    def check_tables(self, backup_tables: Collection[str], backup_id: str) -> None:
+        """BadInput naming the first rule for a table the backup does not have (a typo would
+        otherwise leave the real table unmasked)."""
+        for rule in self.tables:
+            if rule.table not in backup_tables:
+                raise BadInput(
+                    f"{self.source}: tables.{rule.table}: backup {backup_id} has no table {rule.table}"
+                    f"{_hint(rule.table, backup_tables)}"
+                )
+
+    def check_columns(self, columns_by_table: Mapping[str, Mapping[str, str]], backup_id: str) -> None:
+        """BadInput naming the first column or key a table lacks, or a template for a column that
+        does not hold text. `columns_by_table`: column -> type per table; tables it leaves out
+        are checked after the restore only."""
+        for rule in self.tables:
+            columns = columns_by_table.get(rule.table)
+            if columns is None:
+                continue
+            where = f"{self.source}: tables.{rule.table}"
+            if rule.key is not None and rule.key not in columns:
+                raise BadInput(
+                    f"{where}.key: {rule.table} in backup {backup_id} has no column {rule.key}"
+                    f"{_hint(rule.key, columns)}"
+                )
+            for column in rule.columns:
+                if column.column not in columns:
+                    raise BadInput(
+                        f"{where}.columns.{column.column}: {rule.table} in backup {backup_id} has no column "
+                        f"{column.column}{_hint(column.column, columns)}"
+                    )
+                problem = _type_problem(column, columns[column.column])
+                if problem is not None:
+                    raise BadInput(f"{where}.columns.{column.column}: {problem}")
+
 
 def split_table(name: str) -> tuple[str, str]:
     """`profiles` -> (public, profiles); `audit.events` -> (audit, events): how pgmeta names tables."""
     schema, _, table = name.rpartition(".")
     return schema or "public", table
+
+
+def _hint(name: str, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    return f" (it has: {', '.join(sorted(known))})" if known else ""
+
+
+def _type_problem(column: ColumnRule, type_name: str) -> str | None:
+    # `character varying(40)` and `public.citext` (as pg_dump writes them) are text too;
+    # `character varying(40)[]` is an array.
+    base_type = _TYPMOD_RE.sub("", type_name).strip().rpartition(".")[2].strip('"')
+    if column.kind == "template" and base_type not in TEXT_TYPES:
+        return f"a template writes text, the column is {type_name}; use null instead"
+    return None
 
 
 def template_parts(template: str) -> list[str | None]:
@@ -127,7 +184,7 @@ def _table_rule(source: str, table: str, value: Any) -> TableRule:
     if not table or table.count(".") > 1:
         raise BadInput(f"{where}: write a table as name or schema.name")
     if isinstance(value, str) and value.strip().lower() == "truncate":
-        return TableRule(table, truncate=True)
+        return TableRule(_canonical(table), truncate=True)
     if not isinstance(value, dict):
         raise BadInput(f"{where}: expected `truncate` or a mapping with columns (and optionally key)")
     unknown = sorted(set(value) - {"key", "columns", "truncate"})
@@ -151,7 +208,13 @@ def _table_rule(source: str, table: str, value: Any) -> TableRule:
         raise BadInput(
             f"{where}.columns.{key}: the key column cannot be masked ({PLACEHOLDER} is made of it)"
         )
-    return TableRule(table, key=key, columns=rules, truncate=truncate)
+    return TableRule(_canonical(table), key=key, columns=rules, truncate=truncate)
+
+
+def _canonical(table: str) -> str:
+    # `public.profiles` is `profiles` in the manifest and in every report.
+    schema, name = split_table(table)
+    return name if schema == "public" else f"{schema}.{name}"
 
 
 def parse_rules(text: str, source: str = "mask rules") -> MaskingRules:
@@ -166,9 +229,13 @@ def parse_rules(text: str, source: str = "mask rules") -> MaskingRules:
         raise BadInput(f"{source}: expected one mapping `tables:` of table name to rule")
     if not raw["tables"]:
         raise BadInput(f"{source}: tables: no rules")
-    return MaskingRules(
-        tuple(_table_rule(source, str(table), rule) for table, rule in raw["tables"].items()), source
-    )
+    rules = tuple(_table_rule(source, str(table), rule) for table, rule in raw["tables"].items())
+    seen: set[str] = set()
+    for table, rule in zip(raw["tables"], rules, strict=True):
+        if rule.table in seen:
+            raise BadInput(f"{source}: tables.{table}: a second rule for {rule.table}")
+        seen.add(rule.table)
+    return MaskingRules(rules, source)
 
 
 def load_rules(path: Path) -> MaskingRules:
@@ -287,13 +354,9 @@ def _masked_value(rule: ColumnRule, key: str) -> sql.Composable:
 def _check_column(rule: TableRule, column: ColumnRule, columns: dict[str, str]) -> None:
     if column.column not in columns:
         raise MaskingFailed(f"mask rule for {rule.table}: column {column.column} does not exist")
-    type_name = columns[column.column]
-    base_type = type_name.split("(")[0].strip()
-    if column.kind == "template" and base_type not in TEXT_TYPES:
-        raise MaskingFailed(
-            f"mask rule for {rule.table}.{column.column}: a template writes text, the column is {type_name}; "
-            "use null instead"
-        )
+    problem = _type_problem(column, columns[column.column])
+    if problem is not None:
+        raise MaskingFailed(f"mask rule for {rule.table}.{column.column}: {problem}")
 
 
 def apply_masking(conn: psycopg.Connection, rules: MaskingRules) -> MaskingReport:

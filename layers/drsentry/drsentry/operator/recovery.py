@@ -68,6 +68,7 @@ from drsentry.jobs.archive.job import (
     request_archive_restore,
 )
 from drsentry.jobs.runtime import Runtime
+from drsentry.operator.archive_schema import SCHEMA_CHUNK_BYTES, SchemaUnreadable, read_table_columns
 from drsentry.operator.masking import MaskingReport, MaskingRules, apply_masking
 from drsentry.operator.smoke import SmokeResult, run_smoke_checks, smoke_failures
 
@@ -430,6 +431,7 @@ def plan_recovery(
             f"--table: one schema per restore (these are in {', '.join(schemas)}); run one per schema"
         )
     if mask is not None:
+        mask.check_tables(backup.tables, backup_id)
         mask, skipped = mask.for_tables(set(tables or backup.tables))
         if skipped:
             notes.append(f"mask rules for tables not restored are skipped: {', '.join(skipped)}")
@@ -455,6 +457,10 @@ def plan_recovery(
             f"the target server runs PostgreSQL {target.server_version}, the backup comes from "
             f"{backup.pg_server_version}: objects newer than the target server may fail to restore"
         )
+    if mask is not None and mask.tables and source.readable:
+        unchecked = _check_mask_columns(runtime, backup, source, mask, pg_restore)
+        if unchecked is not None:
+            notes.append(unchecked)
     return RecoveryPlan(
         backup=backup,
         source=source,
@@ -469,6 +475,23 @@ def plan_recovery(
         source_database_of=source_of,
         notes=notes,
     )
+
+
+def _check_mask_columns(
+    runtime: Runtime, backup: BackupRecord, source: ObjectSource, mask: MaskingRules, pg_restore: PgTool
+) -> str | None:
+    """Check the rules' columns against the archive's CREATE TABLEs (BadInput on a typo), so that
+    a typo costs a look at the archive's head, not a whole restore. A note when the head cannot
+    be read: masking then checks the rules inside its transaction, after the restore."""
+    try:
+        columns = read_table_columns(
+            runtime.store.iter_chunks(source.bucket, source.key, SCHEMA_CHUNK_BYTES), pg_restore
+        )
+    except (SchemaUnreadable, StorageError) as exc:
+        # The restore reads the same object and reports a storage error in its own words.
+        return f"mask rule columns are checked after the restore: {_first_line(exc)}"
+    mask.check_columns(columns, backup.backup_id)
+    return None
 
 
 # the download ------------------------------------------------------------------------
