@@ -129,7 +129,7 @@ def write_records(runtime: Any, records: list[Any]) -> None:
 
 
 def timed_check(runtime: Any) -> tuple[float, Any]:
-    from drsentry.jobs.replication.job import check_replication
+    from drsentry.jobs.replication.check import check_replication
 
     started = time.perf_counter()
     report = check_replication(runtime, "app")
@@ -137,7 +137,7 @@ def timed_check(runtime: Any) -> tuple[float, Any]:
 
 
 def timed_catalog_listing(runtime: Any) -> float:
-    from drsentry.jobs.replication.job import WINDOW, backups_in_window
+    from drsentry.jobs.replication.check import WINDOW, backups_in_window
 
     started = time.perf_counter()
     backups_in_window(runtime, "app", runtime.clock() - WINDOW)
@@ -161,7 +161,7 @@ def main() -> int:
         import logging
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        from drsentry.jobs.replication.job import HEAD_CONCURRENCY
+        from drsentry.jobs.replication.check import HEAD_CONCURRENCY
         from drsentry.jobs.runtime import build_runtime
         from drsentry.local.provision import provision
 

@@ -26,7 +26,14 @@ from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
 from drsentry.core.errors import BadInput, ObjectArchived
 from drsentry.core.events import ScheduledEvent, scheduled_event
-from drsentry.core.records import BackupRecord, VerificationRecord, iso, new_backup_id, utc_now
+from drsentry.core.records import (
+    BackupRecord,
+    ReplicaDetail,
+    VerificationRecord,
+    iso,
+    new_backup_id,
+    utc_now,
+)
 from drsentry.jobs.archive import job as archive_module
 from drsentry.jobs.archive.job import (
     ArchiveNotReadable,
@@ -100,10 +107,10 @@ def seed_backup(
         record = record.model_copy(
             update={
                 "replica": "ok",
-                "replica_detail": {
-                    "bucket": config.storage.replica.bucket,
-                    "region": config.storage.replica.region,
-                },
+                "replica_detail": ReplicaDetail(
+                    bucket=config.storage.replica.bucket,
+                    region=config.storage.replica.region,
+                ),
             }
         )
     runtime.catalog.put_backup(record)

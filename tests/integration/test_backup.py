@@ -18,6 +18,7 @@ import zstandard
 from drsentry.adapters.pgtools import find_tool
 from drsentry.core.errors import RunInProgress
 from drsentry.core.events import ScheduledEvent
+from drsentry.core.records import ReplicaDetail
 from drsentry.jobs.backup import job as backup_module
 from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
 from drsentry.jobs.runtime import build_runtime
@@ -410,10 +411,12 @@ def test_update_backup_sets_and_removes_fields(source_db: str, make_config: Any)
     runtime = build_runtime(config)
     record = backup_target(runtime, "app")
 
-    runtime.catalog.update_backup("app", record.backup_id, {"replica": "ok", "replica_detail": {"lag": 1.5}})
+    runtime.catalog.update_backup(
+        "app", record.backup_id, {"replica": "ok", "replica_detail": {"etag": "e1"}}
+    )
     updated = runtime.catalog.get_backup(record.backup_id)
     assert updated.replica == "ok"
-    assert updated.replica_detail == {"lag": 1.5}
+    assert updated.replica_detail == ReplicaDetail(etag="e1")
 
     runtime.catalog.update_backup("app", record.backup_id, {"replica_detail": None})
     assert runtime.catalog.get_backup(record.backup_id).replica_detail is None

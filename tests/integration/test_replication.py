@@ -24,14 +24,10 @@ from drsentry.core.config import Config, dump_config
 from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
 from drsentry.jobs.backup.job import backup_target, object_keys
-from drsentry.jobs.replication.job import (
-    ReplicationReport,
-    check_replication,
-    copy_object,
-    latest_replication_check,
-    replicate_backup,
-    run_scheduled_replication_check,
-)
+from drsentry.jobs.replication.check import check_replication
+from drsentry.jobs.replication.copy import copy_object, replicate_backup
+from drsentry.jobs.replication.job import latest_replication_check, run_scheduled_replication_check
+from drsentry.jobs.replication.report import ReplicationReport
 from drsentry.jobs.runtime import Runtime, build_runtime
 from drsentry.operator.cli import app
 
@@ -212,9 +208,9 @@ def test_fresh_backup_is_replicated_and_checked_ok(
     saved = stored_record(runtime, record.backup_id)
     assert saved.replica == "ok"
     assert saved.replica_detail is not None
-    assert saved.replica_detail["bucket"] == replica_bucket(runtime)
-    assert saved.replica_detail["region"] == REPLICA_REGION
-    assert saved.replica_detail["version_id"] == head["VersionId"]
+    assert saved.replica_detail.bucket == replica_bucket(runtime)
+    assert saved.replica_detail.region == REPLICA_REGION
+    assert saved.replica_detail.version_id == head["VersionId"]
     assert report.status == "ok", report.problems
     assert (report.checked, report.counts["ok"], report.lag_seconds) == (1, 1, 0.0)
     assert latest_replication_check(runtime, "app") == report
@@ -300,7 +296,7 @@ def test_replica_without_metadata_is_hashed_and_ok(make_config: Any, admin_dsn: 
     version = replica_s3(runtime).head_object(Bucket=replica_bucket(runtime), Key=record.key)["VersionId"]
     saved = stored_record(runtime, record.backup_id)
     assert saved.replica == "ok"
-    assert saved.replica_detail is not None and saved.replica_detail["version_id"] == version
+    assert saved.replica_detail is not None and saved.replica_detail.version_id == version
 
 
 def test_failed_copy_does_not_fail_the_backup_and_is_reported(make_config: Any, admin_dsn: str) -> None:
@@ -317,7 +313,8 @@ def test_failed_copy_does_not_fail_the_backup_and_is_reported(make_config: Any, 
     saved = stored_record(runtime, record.backup_id)
     assert saved.status == "completed"
     assert replicated.replica == "failed"
-    assert replicated.replica_detail is not None and "NoSuchBucket" in replicated.replica_detail["error"]
+    assert replicated.replica_detail is not None and replicated.replica_detail.error is not None
+    assert "NoSuchBucket" in replicated.replica_detail.error
     assert report.status == "failure"
     assert report.missing == [record.backup_id]
     checks = problem_checks(report)

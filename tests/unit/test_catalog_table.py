@@ -16,9 +16,11 @@ from moto import mock_aws
 
 from drsentry.adapters.aws import AwsClients
 from drsentry.adapters.table import Catalog, create_table, table_definition
+from drsentry.adapters.table.catalog import backup_item
+from drsentry.adapters.table.items import to_item
 from drsentry.core.config import parse_config
 from drsentry.core.errors import CatalogError, RunInProgress
-from drsentry.core.records import BackupRecord, VerificationRecord, iso, new_backup_id
+from drsentry.core.records import BackupRecord, ReplicaDetail, VerificationRecord, iso, new_backup_id
 from drsentry.jobs.runtime import build_runtime
 from drsentry.operator.readiness import ReadinessRun
 
@@ -305,7 +307,10 @@ def test_the_window_holds_the_completed_backups_started_in_it_newest_first(catal
     window_start = NOW - timedelta(days=7)
     too_old = _record(window_start - timedelta(seconds=1))
     first = _record(
-        window_start, tables={"public.orders": 3}, replica="ok", replica_detail={"etag": "e1", "lag": 2}
+        window_start,
+        tables={"public.orders": 3},
+        replica="ok",
+        replica_detail=ReplicaDetail(bucket="dr-replica", region="eu-west-1", checked_at=iso(NOW), etag="e1"),
     )
     failed = _record(NOW - timedelta(days=1), status="failed")
     newest = _record(NOW - timedelta(hours=1))
@@ -324,8 +329,55 @@ def test_the_window_holds_the_completed_backups_started_in_it_newest_first(catal
     # Then it gets the completed backups of the window, newest first, and only what it asked for
     assert [record.backup_id for record in window] == [newest.backup_id, first.backup_id]
     assert window[1].replica == "ok"
-    assert window[1].replica_detail == {"etag": "e1"}
+    assert window[1].replica_detail == ReplicaDetail(etag="e1")
     assert window[1].tables == {}
+
+
+# Items as the copy and the replication check have always written them (checked_at, then
+# for an identical replica its version and fingerprint, or the reason it is not identical).
+TODAYS_REPLICA_DETAILS = [
+    {"bucket": "dr-replica", "region": "eu-west-1", "checked_at": "2026-11-22T12:00:00Z"},
+    {
+        "bucket": "dr-replica",
+        "region": "eu-west-1",
+        "checked_at": "2026-11-22T12:00:00Z",
+        "version_id": "3HL4kqtJvjVBH40Nrjfkd",
+        "etag": "9b2cf535f27731c974343645a3985328",
+        "last_modified": "2026-11-22T11:59:58Z",
+    },
+    {
+        "bucket": "dr-replica",
+        "region": "eu-west-1",
+        "checked_at": "2026-11-22T12:00:00Z",
+        "error": "replica missing 2.0h after the backup (max_lag 15m)",
+    },
+]
+
+
+@pytest.mark.parametrize("detail", TODAYS_REPLICA_DETAILS)
+def test_a_replica_detail_in_todays_shape_reads_and_is_stored_back_unchanged(
+    dynamodb: Any, catalog: Catalog, detail: dict[str, str]
+) -> None:
+    # Given a backup item whose replica_detail map is in today's shape, written raw
+    record = _record(NOW - timedelta(hours=2), replica="ok")
+    raw = to_item({**backup_item(record), "replica_detail": detail})
+    dynamodb.put_item(TableName=TABLE, Item=raw)
+    pk, sk = "target#app", f"backup#{record.backup_id}"
+
+    # When the catalog reads it, and writes the record and its replica detail back
+    read = catalog.get_backup(record.backup_id)
+    catalog.put_backup(read)
+    after_put = stored(dynamodb, pk, sk)
+    assert read.replica_detail is not None
+    catalog.update_backup("app", record.backup_id, {"replica_detail": read.replica_detail.model_dump()})
+    after_update = stored(dynamodb, pk, sk)
+
+    # Then the detail is typed, and both writes store exactly the map that was there: no field
+    # added, none stored as NULL
+    assert read.replica_detail == ReplicaDetail(**detail)
+    assert after_put is not None and after_put["replica_detail"] == raw["replica_detail"]
+    assert after_update is not None and after_update["replica_detail"] == raw["replica_detail"]
+    assert read.model_dump()["replica_detail"] == detail
 
 
 # Alert states ----------------------------------------------------------------------------

@@ -12,26 +12,30 @@ from hypothesis import strategies as st
 from drsentry.adapters.buckets import ObjectHead, ReplicationRule, bucket_region, regional_kms_key
 from drsentry.core.config import ReplicaConfig
 from drsentry.core.errors import StorageError
-from drsentry.jobs.replication.job import (
+from drsentry.core.records import ReplicaDetail
+from drsentry.jobs.replication.report import (
     MAX_LISTED,
     BackupCheck,
+    ReplicationReport,
+    notice_for,
+    summarize,
+)
+from drsentry.jobs.replication.rules import (
     ListedObject,
     ObjectFacts,
     Problem,
-    ReplicationReport,
     Verdict,
     fingerprint_of,
     judge_backup,
     lag_severity,
     needs_reading,
-    notice_for,
     object_facts,
     overall_status,
     region_problems,
     replica_changed,
+    replica_detail,
     replication_rule_problems,
     still_verified,
-    summarize,
     verified_fingerprint,
     versioning_problem,
 )
@@ -231,9 +235,27 @@ def test_head_and_list_fingerprints_agree() -> None:
 def test_a_listing_vouches_only_for_an_unchanged_verified_replica(
     listed: ListedObject | None, manifest_listed: bool, state: str, expected: bool
 ) -> None:
-    detail = {"etag": VERIFIED[0], "last_modified": VERIFIED[1]}
+    detail = ReplicaDetail(etag=VERIFIED[0], last_modified=VERIFIED[1])
     verified = verified_fingerprint(state, detail)
     assert still_verified(listed, manifest_listed, 100, verified) is expected
+
+
+def test_the_replica_detail_holds_what_was_verified_or_why_not_and_nothing_else() -> None:
+    # Given an identical replica, and a copy that failed
+    identical = ObjectFacts(True, 100, SHA, version_id="v1", fingerprint=VERIFIED)
+    checked_at = "2026-11-22T12:00:00Z"
+
+    # When their replica details are made
+    ok = replica_detail(REPLICA, checked_at, None, identical)
+    failed = replica_detail(REPLICA, checked_at, "s3://acme-dr-replica: NoSuchBucket", None)
+
+    # Then each is stored with only the fields it knows, as catalogs have always held them
+    where = {"bucket": "acme-dr-replica", "region": "eu-west-1", "checked_at": checked_at}
+    assert ok.model_dump() == {**where, "version_id": "v1", "etag": VERIFIED[0], "last_modified": VERIFIED[1]}
+    assert failed.model_dump() == {**where, "error": "s3://acme-dr-replica: NoSuchBucket"}
+    # And the next check recognises the fingerprint it verified, and only that one
+    assert verified_fingerprint("ok", ok) == VERIFIED
+    assert verified_fingerprint("failed", failed) is None
 
 
 # bucket settings ------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from drsentry.core.errors import BackupNotFound
 
@@ -46,6 +46,36 @@ def check_backup_id(backup_id: str) -> str:
     return backup_id
 
 
+# replica sub-document
+
+
+class ReplicaDetail(BaseModel):
+    """Where a backup's replica is and what was found there (the record's ``replica_detail``).
+
+    The copy after a backup and the replication check write it whole: bucket, region and
+    checked_at always; for a replica verified identical, the version id and fingerprint
+    (ETag, last-modified second) that were verified, so that a later rewrite is noticed;
+    the reason when the replica is not identical. The check's window listing reads back only
+    the fields it needs, so every field may be absent. Stored as a map without its absent
+    fields, exactly as the untyped map before it, so existing catalogs still read.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    bucket: str | None = None
+    region: str | None = None
+    checked_at: str | None = None
+    version_id: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An absent field is left out, never stored as NULL (nor printed as null).
+        return {name: value for name, value in handler(self).items() if value is not None}
+
+
 class BackupRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -69,7 +99,7 @@ class BackupRecord(BaseModel):
     schema_fingerprint: str | None = None
     tables: dict[str, int] = Field(default_factory=dict)
     replica: str | None = None
-    replica_detail: dict[str, Any] | None = None
+    replica_detail: ReplicaDetail | None = None
     archive: dict[str, Any] | None = None
     # One entry per configured application bucket: bucket, region, prefix, key (of its manifest
     # beside the dump), versioned, objects, bytes, sha256, and error when the manifest failed.

@@ -26,7 +26,7 @@ from drsentry.adapters.sns import Topic
 from drsentry.adapters.table.keys import BACKUP_ID_INDEX, TTL_ATTRIBUTE
 from drsentry.core.config import TargetConfig, format_duration
 from drsentry.core.errors import BucketNotFound, DrsentryError
-from drsentry.jobs.replication.job import region_problems, versioning_problem
+from drsentry.jobs.replication.rules import region_problems, versioning_problem
 from drsentry.jobs.runtime import Runtime
 
 CONNECT_TIMEOUT_SECONDS = 10

@@ -55,7 +55,7 @@ from drsentry.core.errors import (
 from drsentry.core.events import ScheduledEvent
 from drsentry.core.gfs import RetentionDecision, RetentionPlan, is_archived
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, RunNotice, iso
+from drsentry.core.records import BackupRecord, ReplicaDetail, RunNotice, iso
 from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
 
@@ -414,15 +414,11 @@ class ArchiveRun:
         # Both modes: S3 replication never replicates deletes of specific versions, so a
         # crr replica would otherwise keep every backup (and its personal data) forever.
         if replica is not None:
-            detail = record.replica_detail or {}
+            detail = record.replica_detail or ReplicaDetail()
             _delete_versions(
-                self.buckets.bucket(
-                    str(detail.get("bucket") or replica.bucket), str(detail.get("region") or replica.region)
-                ),
-                [
-                    str(detail.get("key") or record.key),
-                    str(detail.get("manifest_key") or record.manifest_key),
-                ],
+                self.buckets.bucket(detail.bucket or replica.bucket, detail.region or replica.region),
+                # The copy and S3 replication keep the source's keys.
+                [record.key, record.manifest_key],
             )
             places.append("replica")
         _delete_versions(self.buckets.bucket(record.bucket), [record.key, record.manifest_key])

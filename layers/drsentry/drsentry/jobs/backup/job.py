@@ -39,7 +39,7 @@ from drsentry.core.errors import BackupFailed, CatalogError, CatalogWriteFailed,
 from drsentry.core.events import ScheduledEvent
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, RunNotice, Tier, iso, new_backup_id
-from drsentry.jobs.replication.job import replicate_backup
+from drsentry.jobs.replication.copy import replicate_backup
 from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.storage_manifest import storage_problems, write_storage_manifests
