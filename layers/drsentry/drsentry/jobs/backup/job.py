@@ -42,7 +42,8 @@ from drsentry.core.records import BackupRecord, RunNotice, Tier, iso, new_backup
 from drsentry.jobs.replication.job import replicate_backup
 from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
-from drsentry.jobs.storage_manifest import storage_problems, write_storage_manifests
+from drsentry.jobs.storage_manifest.rules import storage_problems
+from drsentry.jobs.storage_manifest.write import write_storage_manifests
 
 READ_CHUNK = 1024 * 1024
 # Outside Lambda a run has no deadline; a crashed one's lock expires after this.
@@ -402,7 +403,7 @@ def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
                 "tier": record.tier,
                 "key": record.key,
                 "duration_seconds": record.duration_seconds,
-                **({"storage": record.storage} if record.storage else {}),
+                **({"storage": [entry.model_dump() for entry in record.storage]} if record.storage else {}),
             },
         )
     return RunNotice(
