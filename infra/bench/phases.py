@@ -128,10 +128,11 @@ def instrument_backup() -> Callable[[Any, Any], Any]:
     import zstandard
 
     from drsentry.adapters import buckets as storage
-    from drsentry.adapters import pgmeta
+    from drsentry.adapters import pgmeta, postgres
     from drsentry.adapters.secrets import Credentials
     from drsentry.adapters.table import Catalog
     from drsentry.adapters.table.locks import RunLocks
+    from drsentry.jobs.backup import dump
     from drsentry.jobs.backup import job as backup
     from drsentry.jobs.notify.job import Notifier
 
@@ -143,13 +144,13 @@ def instrument_backup() -> Callable[[Any, Any], Any]:
     timed(Catalog, "latest_completed", "catalog: previous backup (tier)")
     timed(Catalog, "put_backup", "catalog: write record")
     timed(Credentials, "dsn", "credentials")
-    timed(backup, "find_tool", "find pg_dump (pg_dump --version)")
-    timed(backup.psycopg, "connect", "connect")
-    timed(backup, "read_facts", "facts (in the snapshot)")
+    timed(dump, "find_tool", "find pg_dump (pg_dump --version)")
+    timed(postgres.psycopg, "connect", "connect")
+    timed(postgres, "read_facts", "facts (in the snapshot)")
     timed(pgmeta, "count_rows", "facts: count(*) per table")
     timed(pgmeta, "schema_fingerprint", "facts: schema fingerprint")
-    timed(backup.BackupRun, "_stream_dump", STREAM)
-    backup.zstandard = _timed_zstandard(zstandard)  # type: ignore[assignment]
+    timed(dump.DatabaseDump, "_stream", STREAM)
+    dump.zstandard = _timed_zstandard(zstandard)  # type: ignore[assignment]
     timed(storage.MultipartWriter, "write", "multipart write (sha256, buffer, submit)")
     timed(storage.MultipartWriter, "_submit", "multipart: wait for a free upload slot")
     timed(storage.MultipartWriter, "_upload_part", "upload_part (summed over threads)")

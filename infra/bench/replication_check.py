@@ -75,7 +75,7 @@ def bench_config() -> Any:
 def synthetic_catalog(runtime: Any, backups: int) -> list[Any]:
     """N completed backups, one a minute going back from now, objects in both buckets."""
     from drsentry.core.records import BackupRecord, iso, new_backup_id
-    from drsentry.jobs.backup.job import object_keys
+    from drsentry.jobs.backup.rules import object_keys
 
     config = runtime.config
     primary = runtime.clients.s3(PRIMARY_REGION)

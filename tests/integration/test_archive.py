@@ -44,7 +44,8 @@ from drsentry.jobs.archive.job import (
     request_archive_restore,
     run_scheduled_archive,
 )
-from drsentry.jobs.backup.job import backup_target, object_keys
+from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.backup.rules import object_keys
 from drsentry.jobs.runtime import Runtime, build_runtime
 from drsentry.operator.cli import app
 

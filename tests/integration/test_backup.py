@@ -15,11 +15,11 @@ import psycopg
 import pytest
 import zstandard
 
+from drsentry.adapters import postgres as postgres_adapter
 from drsentry.adapters.pgtools import find_tool
 from drsentry.core.errors import RunInProgress
 from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import ReplicaDetail
-from drsentry.jobs.backup import job as backup_module
 from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
 from drsentry.jobs.runtime import build_runtime
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
@@ -171,10 +171,14 @@ def large_db(pg_server: Any) -> Any:
 
 
 def _pg_dump_processes() -> list[psutil.Process]:
+    """This session's backup pg_dump: another pytest session on the machine has its own."""
     found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info.get("cmdline") or []
-        if process.info.get("name") == "pg_dump" and any("--snapshot" in part for part in cmdline):
+    for process in psutil.Process().children(recursive=True):
+        try:
+            name, cmdline = process.name(), process.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if name == "pg_dump" and any("--snapshot" in part for part in cmdline):
             found.append(process)
     return found
 
@@ -237,7 +241,7 @@ def test_facts_failing_while_pg_dump_streams_leave_no_object(
         conn.execute("select 1")  # on the snapshot's connection, in its own thread
         raise psycopg.errors.InsufficientPrivilege("permission denied for table secrets")
 
-    monkeypatch.setattr(backup_module, "read_facts", refused)
+    monkeypatch.setattr(postgres_adapter, "read_facts", refused)
 
     # When the backup runs
     record = backup_target(build_runtime(config), "app")

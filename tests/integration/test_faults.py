@@ -201,7 +201,7 @@ def test_backup_blocked_by_a_table_lock_is_stopped_before_the_deadline(
     source_db: str, make_config: Any, clients: Any
 ) -> None:
     from drsentry.core.deadlines import monotonic_deadline
-    from drsentry.jobs.backup.job import TIMEOUT_MARGIN_SECONDS
+    from drsentry.jobs.backup.dump import TIMEOUT_MARGIN_SECONDS
 
     # Given a migration holding an exclusive lock on a table, and a Lambda with little time
     config, _ = make_config(source_db)

@@ -23,7 +23,8 @@ from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
 from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import BackupRecord, iso, new_backup_id, utc_now
-from drsentry.jobs.backup.job import backup_target, object_keys
+from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.backup.rules import object_keys
 from drsentry.jobs.replication.check import check_replication
 from drsentry.jobs.replication.copy import copy_object, replicate_backup
 from drsentry.jobs.replication.job import latest_replication_check, run_scheduled_replication_check

@@ -33,7 +33,8 @@ from drsentry.core.config import BucketConfig, Config, dump_config, parse_config
 from drsentry.core.records import BackupRecord, Check, RunNotice, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.jobs.storage_manifest import storage_manifest_key, write_manifest
+from drsentry.jobs.storage_manifest.rules import storage_manifest_key
+from drsentry.jobs.storage_manifest.write import write_manifest
 from drsentry.jobs.verify.job import verify_target
 from drsentry.local.provision import provision
 from drsentry.local.sample import create_sample_database, drop_database
@@ -245,16 +246,16 @@ def test_the_backup_records_each_manifest_beside_the_dump(scenario: Scenario) ->
     assert stored.storage == first.storage
     big, versioned = first.storage or []
     day = f"{first.backup_id[0:4]}/{first.backup_id[4:6]}/{first.backup_id[6:8]}"
-    assert big["key"] == f"backups/app/{day}/{first.backup_id}.storage.{scenario.big}.jsonl.gz"
-    assert big["key"] == storage_manifest_key("backups/", "app", first.backup_id, scenario.big)
-    assert (big["objects"], big["versioned"], big["error"]) == (BIG, False, None)
-    assert (versioned["objects"], versioned["versioned"]) == (VERSIONED, True)
-    assert versioned["bytes"] == VERSIONED * len(b"%PDF-1.7 invoice")
+    assert big.key == f"backups/app/{day}/{first.backup_id}.storage.{scenario.big}.jsonl.gz"
+    assert big.key == storage_manifest_key("backups/", "app", first.backup_id, scenario.big)
+    assert (big.objects, big.versioned, big.error) == (BIG, False, None)
+    assert (versioned.objects, versioned.versioned) == (VERSIONED, True)
+    assert versioned.bytes == VERSIONED * len(b"%PDF-1.7 invoice")
     # ... and the manifest sits beside the dump, its bytes hashing to the recorded SHA-256
-    rows, body = read_manifest(scenario.runtime.clients, config.storage.bucket, versioned["key"])
-    assert hashlib.sha256(body).hexdigest() == versioned["sha256"]
+    rows, body = read_manifest(scenario.runtime.clients, config.storage.bucket, versioned.key)
+    assert hashlib.sha256(body).hexdigest() == versioned.sha256
     assert len(rows) == VERSIONED and all(row["version_id"] for row in rows)
-    assert first.key.rsplit("/", 1)[0] == versioned["key"].rsplit("/", 1)[0]
+    assert first.key.rsplit("/", 1)[0] == versioned.key.rsplit("/", 1)[0]
 
 
 # verification --------------------------------------------------------------------------------------
@@ -333,8 +334,8 @@ def test_restore_list_names_the_version_to_restore_per_key_and_what_is_lost(scen
 
 def test_restore_list_reads_a_manifest_by_its_s3_url(scenario: Scenario) -> None:
     # Given the URL of the unversioned bucket's manifest of backup 1
-    entry = next(e for e in scenario.first.storage or [] if e["bucket"] == scenario.big)
-    url = f"s3://{scenario.runtime.config.storage.bucket}/{entry['key']}"
+    entry = next(e for e in scenario.first.storage or [] if e.bucket == scenario.big)
+    url = f"s3://{scenario.runtime.config.storage.bucket}/{entry.key}"
 
     # When the operator asks for its restore list
     result = drsentry("storage", "restore-list", url, "--config", str(scenario.config_path))
@@ -387,7 +388,7 @@ def test_a_manifest_that_cannot_be_written_warns_but_never_fails_the_backup(
     # Then the database backup completed and the bucket's entry carries the error
     assert record.status == "completed"
     (entry,) = record.storage or []
-    assert entry["objects"] is None and "NoSuchBucket" in entry["error"]
+    assert entry.objects is None and entry.error is not None and "NoSuchBucket" in entry.error
     assert runtime.catalog.get_backup(record.backup_id).storage == record.storage
     # ... no partial manifest or open upload is left in the backup bucket
     s3 = clients.s3(REGION)

@@ -12,8 +12,9 @@ from drsentry.adapters.buckets import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, T
 from drsentry.adapters.pgtools import PgTool, error_lines, require_compatible
 from drsentry.core.errors import BackupNotFound, PgToolsError
 from drsentry.core.gfs import assign_tier
-from drsentry.core.records import check_backup_id, new_backup_id
-from drsentry.jobs.backup.job import object_keys
+from drsentry.core.records import BackupRecord, check_backup_id, new_backup_id
+from drsentry.jobs.backup.dump import pg_dump_failure
+from drsentry.jobs.backup.rules import backup_metrics, object_keys
 
 
 def at(text: str) -> datetime:
@@ -140,3 +141,51 @@ def test_stderr_error_lines_are_detected() -> None:
     stderr = "pg_dump: warning: there are circular foreign-key constraints\npg_dump: error: query failed"
     assert error_lines(stderr) == ["pg_dump: error: query failed"]
     assert error_lines("pg_dump: warning: something harmless") == []
+
+
+def test_pg_dump_failure_names_the_signal_or_the_exit_code_and_its_first_errors() -> None:
+    assert pg_dump_failure(-9, []) == "pg_dump was killed by signal 9"
+    errors = [" pg_dump: error: a ", "pg_dump: error: b", "pg_dump: error: c", "pg_dump: error: d"]
+    assert pg_dump_failure(1, errors) == (
+        "pg_dump exited with code 1: pg_dump: error: a; pg_dump: error: b; pg_dump: error: c"
+    )
+
+
+def _record(status: str, **fields: object) -> BackupRecord:
+    return BackupRecord.model_validate(
+        {
+            "target": "app",
+            "backup_id": "20261122T180000001Z-1a2b3c4d",
+            "status": status,
+            "started_at": "2026-11-22T18:00:00Z",
+            "bucket": "b",
+            "key": "k",
+            "manifest_key": "m",
+            **fields,
+        }
+    )
+
+
+def test_a_completed_backup_reports_success_size_a_fresh_age_and_throughput() -> None:
+    record = _record("completed", size_bytes=4_000_000, database_size_bytes=20_000_000, duration_seconds=10.0)
+    assert backup_metrics(record, newest_completed_age=None) == [
+        ("BackupSuccess", "Count", 1),
+        ("BackupFailure", "Count", 0),
+        ("BackupSizeBytes", "Bytes", 4_000_000),
+        ("BackupAgeSeconds", "Seconds", 0),
+        ("BackupThroughputMBps", "None", 2.0),
+        ("BackupDurationSeconds", "Seconds", 10.0),
+    ]
+
+
+def test_a_failed_backup_reports_the_newest_completed_backups_age_when_known() -> None:
+    record = _record("failed", duration_seconds=3.0, error="pg_dump exited with code 1")
+    assert backup_metrics(record, newest_completed_age=7200.0) == [
+        ("BackupSuccess", "Count", 0),
+        ("BackupFailure", "Count", 1),
+        ("BackupAgeSeconds", "Seconds", 7200.0),
+        ("BackupDurationSeconds", "Seconds", 3.0),
+    ]
+    # Unknown (the catalog did not answer): no age at all, which the alarm treats as stale.
+    names = [name for name, _, _ in backup_metrics(record, newest_completed_age=None)]
+    assert "BackupAgeSeconds" not in names

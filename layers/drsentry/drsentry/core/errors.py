@@ -31,6 +31,10 @@ class PgToolsError(DrsentryError):
     """pg_dump / pg_restore missing, too old, or failing."""
 
 
+class PostgresError(DrsentryError):
+    """PostgreSQL refused or failed a connection or a query (the server, not the tools)."""
+
+
 class BackupFailed(DrsentryError):
     """The backup ran and failed; the catalog holds a `failed` record."""
 

@@ -76,6 +76,32 @@ class ReplicaDetail(BaseModel):
         return {name: value for name, value in handler(self).items() if value is not None}
 
 
+# storage manifests sub-document
+
+
+class StorageManifestEntry(BaseModel):
+    """One entry of a backup record's ``storage``: the manifest of one application bucket, written
+    beside the dump at ``key``. Stored with every field, None ones as NULL, as catalogs hold it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    bucket: str
+    region: str
+    prefix: str = ""
+    key: str
+    versioned: bool | None = None
+    objects: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    # Why the manifest was not written (or its totals not recorded); None when it was.
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Written and counted: what verify can compare and restore-list can read."""
+        return not self.error and self.objects is not None
+
+
 class BackupRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -103,7 +129,7 @@ class BackupRecord(BaseModel):
     archive: dict[str, Any] | None = None
     # One entry per configured application bucket: bucket, region, prefix, key (of its manifest
     # beside the dump), versioned, objects, bytes, sha256, and error when the manifest failed.
-    storage: list[dict[str, Any]] | None = None
+    storage: list[StorageManifestEntry] | None = None
     expired_at: str | None = None
     expire_reason: str | None = None
     error: str | None = None

@@ -1179,7 +1179,8 @@ def storage_restore_list(
     """
     import tempfile
 
-    from drsentry.jobs.storage_manifest import human_size, resolve_manifest, restore_list
+    from drsentry.jobs.storage_manifest.restore_list import resolve_manifest, restore_list
+    from drsentry.jobs.storage_manifest.rules import human_size
 
     runtime = _runtime(config)
     source = resolve_manifest(runtime, manifest, bucket)

@@ -82,7 +82,7 @@ from drsentry.core.records import (
 )
 from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
-from drsentry.jobs.storage_manifest import compare_storage, storage_check_name
+from drsentry.jobs.storage_manifest.compare import compare_storage, storage_check_name
 
 SCRATCH_PREFIX = "drsentry_verify_"
 APPLICATION_NAME = "drsentry-verify"

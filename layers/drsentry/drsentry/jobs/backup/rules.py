@@ -1,0 +1,94 @@
+"""The pure rules of a backup: where its objects go, what its manifest says, what its notice
+says, and which metrics it emits. No I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drsentry.adapters.pgmeta import DatabaseFacts
+from drsentry.core import observability
+from drsentry.core.records import BackupRecord, RunNotice
+from drsentry.jobs.storage_manifest.rules import storage_problems
+
+MANIFEST_FORMAT = "drsentry-backup/1"
+COMPRESSION = "zstd"
+
+# (metric name, unit, value): what `observability.put_metric` takes for one target.
+Metric = tuple[str, str, float]
+
+
+def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
+    """`{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}.dump` and its manifest."""
+    day = f"{backup_id[0:4]}/{backup_id[4:6]}/{backup_id[6:8]}"
+    base = f"{prefix}{target}/{day}/{backup_id}"
+    return f"{base}.dump", f"{base}.manifest.json"
+
+
+def backup_manifest(record: BackupRecord, facts: DatabaseFacts) -> dict[str, Any]:
+    """The JSON document stored beside the dump: the record, what the snapshot held, and how
+    to restore the dump without drsentry."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "dump_format": "pg_dump custom format, zstd-compressed",
+        "restore_hint": f"zstd -dc {record.backup_id}.dump | pg_restore --dbname=DSN",
+        **record.model_dump(),
+        **facts.manifest_fields(),
+    }
+
+
+def backup_metrics(record: BackupRecord, newest_completed_age: float | None) -> list[Metric]:
+    """The metrics of one backup. A failed one reports the age of the newest completed backup
+    (`newest_completed_age`, None when unknown: the alarm treats missing data as stale)."""
+    metrics: list[Metric]
+    if record.status == "completed":
+        seconds = max(record.duration_seconds or 0.0, 0.001)
+        megabytes = (record.database_size_bytes or 0) / 1e6
+        metrics = [
+            (observability.BACKUP_SUCCESS, "Count", 1),
+            (observability.BACKUP_FAILURE, "Count", 0),
+            (observability.BACKUP_SIZE_BYTES, "Bytes", record.size_bytes or 0),
+            (observability.BACKUP_AGE_SECONDS, "Seconds", 0),
+            (observability.BACKUP_THROUGHPUT_MBPS, "None", megabytes / seconds),
+        ]
+    else:
+        metrics = [(observability.BACKUP_SUCCESS, "Count", 0), (observability.BACKUP_FAILURE, "Count", 1)]
+        if newest_completed_age is not None:
+            metrics.append((observability.BACKUP_AGE_SECONDS, "Seconds", newest_completed_age))
+    metrics.append((observability.BACKUP_DURATION_SECONDS, "Seconds", record.duration_seconds or 0.0))
+    return metrics
+
+
+def notice_for(record: BackupRecord, run_id: str) -> RunNotice:
+    if record.status == "completed":
+        size_mb = (record.size_bytes or 0) / 1e6
+        # A storage manifest that failed leaves the database backup good: a warning, not a failure.
+        storage_failed = storage_problems(record)
+        return RunNotice(
+            source="backup",
+            target=record.target,
+            severity="warning" if storage_failed else "info",
+            status="completed",
+            run_id=run_id,
+            summary=(
+                f"backup {record.backup_id} completed: {size_mb:.1f} MB "
+                f"in {record.duration_seconds:.1f}s ({record.tier})"
+                + (f"; storage manifest failed: {'; '.join(storage_failed)}" if storage_failed else "")
+            ),
+            details={
+                "backup_id": record.backup_id,
+                "size_bytes": record.size_bytes,
+                "tier": record.tier,
+                "key": record.key,
+                "duration_seconds": record.duration_seconds,
+                **({"storage": [entry.model_dump() for entry in record.storage]} if record.storage else {}),
+            },
+        )
+    return RunNotice(
+        source="backup",
+        target=record.target,
+        severity="critical",
+        status="failed",
+        run_id=run_id,
+        summary=f"backup {record.backup_id} failed: {record.error}",
+        details={"backup_id": record.backup_id, "error": record.error},
+    )
