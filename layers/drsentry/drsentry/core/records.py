@@ -59,7 +59,10 @@ ArchiveRestoreStatus = Literal["pending", "restored", "archived"]
 VerifiedBy = Literal["tag", "read"]
 
 
-class _StoredAsGiven(BaseModel):
+class SubDocument(BaseModel):
+    """A map inside a catalog item that dumps (and so is stored and printed) with exactly the
+    fields it was read or built with, nulls included."""
+
     model_config = ConfigDict(extra="ignore")
 
     @model_serializer(mode="wrap")
@@ -67,7 +70,7 @@ class _StoredAsGiven(BaseModel):
         return {name: value for name, value in handler(self).items() if name in self.model_fields_set}
 
 
-class ArchiveRestore(_StoredAsGiven):
+class ArchiveRestore(SubDocument):
     """The S3 restore of an archive copy in GLACIER / DEEP_ARCHIVE, as last seen."""
 
     status: ArchiveRestoreStatus | None = None
@@ -79,7 +82,7 @@ class ArchiveRestore(_StoredAsGiven):
     readable_until: str | None = None
 
 
-class ArchiveCopy(_StoredAsGiven):
+class ArchiveCopy(SubDocument):
     """The backup's copy in the archive bucket; counts only with `archived_at` and no `deleted_at`."""
 
     bucket: str
