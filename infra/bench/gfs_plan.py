@@ -27,7 +27,7 @@ from pathlib import Path
 
 from drsentry.core.config import RetentionConfig
 from drsentry.core.gfs import plan_retention
-from drsentry.core.records import BackupRecord, iso
+from drsentry.core.records import ArchiveCopy, BackupRecord, iso
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INTERVAL = timedelta(minutes=20)
@@ -43,7 +43,7 @@ def synthetic_catalog(rows: int, now: datetime, seed: int = 5) -> tuple[list[Bac
         status = "failed" if serial % 17 == 0 or serial // 72 in outages else "completed"
         archive = None
         if status == "completed" and started.day == 1 and started.hour == 0 and started.minute < 20:
-            archive = {"archived_at": iso(started + timedelta(days=1)), "bucket": "archive"}
+            archive = ArchiveCopy(bucket="archive", archived_at=iso(started + timedelta(days=1)))
         records.append(
             BackupRecord(
                 target="app",

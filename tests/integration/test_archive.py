@@ -34,16 +34,16 @@ from drsentry.core.records import (
     new_backup_id,
     utc_now,
 )
-from drsentry.jobs.archive import job as archive_module
-from drsentry.jobs.archive.job import (
+from drsentry.jobs.archive import copy as archive_copy
+from drsentry.jobs.archive.access import (
     ArchiveNotReadable,
     archive_readable,
-    archive_target,
     ensure_archive_readable,
     explain_unreadable,
     request_archive_restore,
-    run_scheduled_archive,
 )
+from drsentry.jobs.archive.job import archive_target, run_scheduled_archive
+from drsentry.jobs.archive.report import MAX_RESULT_ROWS, DecisionRow, result_rows
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.backup.rules import object_keys
 from drsentry.jobs.runtime import Runtime, build_runtime
@@ -209,12 +209,12 @@ def test_real_backup_lands_in_the_archive_with_class_lock_and_checksum(
     # and the record says archived, with what was checked
     stored = runtime.catalog.get_backup(record.backup_id)
     assert stored.archive is not None
-    assert stored.archive["storage_class"] == "DEEP_ARCHIVE"
-    assert stored.archive["sha256"] == record.sha256
-    assert stored.archive["lock_mode"] == "COMPLIANCE"
-    assert stored.archive["retain_until"] == iso(head["ObjectLockRetainUntilDate"])
-    assert stored.archive["verified_by"] == "tag"
-    assert stored.archive["version_id"] == head["VersionId"]
+    assert stored.archive.storage_class == "DEEP_ARCHIVE"
+    assert stored.archive.sha256 == record.sha256
+    assert stored.archive.lock_mode == "COMPLIANCE"
+    assert stored.archive.retain_until == iso(head["ObjectLockRetainUntilDate"])
+    assert stored.archive.verified_by == "tag"
+    assert stored.archive.version_id == head["VersionId"]
     # and the archived dump cannot be read without a restore
     with pytest.raises(ClientError, match="InvalidObjectState"):
         clients.s3().get_object(Bucket=archive.bucket, Key=record.key)
@@ -226,7 +226,7 @@ def test_large_backup_is_copied_in_parts_and_still_locked(
     # Given a 12 MiB backup and a multipart threshold of 5 MiB (the path objects > 5 GB take),
     # archived to GLACIER_IR, whose tags can be read back here
     runtime.config = with_archive(runtime.config, storage_class="GLACIER_IR")
-    monkeypatch.setattr(archive_module, "COPY_PARTS", CopyParts(threshold=5 * MiB, part_size=5 * MiB))
+    monkeypatch.setattr(archive_copy, "COPY_PARTS", CopyParts(threshold=5 * MiB, part_size=5 * MiB))
     body = secrets.token_bytes(12 * MiB)
     record = seed_backup(runtime, utc_now() - timedelta(minutes=5), body=body)
 
@@ -255,9 +255,9 @@ def test_glacier_ir_copy_without_checksum_tag_is_read_and_hashed(runtime: Runtim
     assert report.ok and report.archived == 1, report
     stored = runtime.catalog.get_backup(record.backup_id)
     assert stored.archive is not None
-    assert stored.archive["verified_by"] == "read"
-    assert stored.archive["lock_mode"] == "GOVERNANCE"
-    head = clients.s3().head_object(Bucket=stored.archive["bucket"], Key=record.key)
+    assert stored.archive.verified_by == "read"
+    assert stored.archive.lock_mode == "GOVERNANCE"
+    head = clients.s3().head_object(Bucket=stored.archive.bucket, Key=record.key)
     assert head["StorageClass"] == "GLACIER_IR"
     assert archive_readable(runtime, stored).state == "readable"
 
@@ -383,7 +383,7 @@ def test_a_real_run_result_fits_in_one_idempotency_record() -> None:
     # 5,000 expiries on a first run over an old catalog: the stored result stays far below
     # DynamoDB's 400 KB item limit
     rows = [
-        archive_module.DecisionRow(
+        DecisionRow(
             backup_id=f"20260101T000000000Z-{n:08x}",
             started_at="2026-01-01T00:00:00Z",
             action="expire",
@@ -393,8 +393,8 @@ def test_a_real_run_result_fits_in_one_idempotency_record() -> None:
         )
         for n in range(5_000)
     ]
-    shown, omitted = archive_module._result_rows(rows, dry_run=False)
-    assert len(shown) == archive_module.MAX_RESULT_ROWS and omitted == 5_000 - len(shown)
+    shown, omitted = result_rows(rows, dry_run=False)
+    assert len(shown) == MAX_RESULT_ROWS and omitted == 5_000 - len(shown)
     assert len(json.dumps([row.model_dump() for row in shown])) < 300_000
 
 
@@ -487,10 +487,10 @@ def test_restore_from_deep_archive_goes_through_the_pending_state(
     with pytest.raises(ArchiveNotReadable, match="archived in DEEP_ARCHIVE and not restored"):
         ensure_archive_readable(runtime, record)
     with pytest.raises(ClientError, match="InvalidObjectState"):
-        clients.s3().get_object(Bucket=record.archive["bucket"], Key=record.key)
+        clients.s3().get_object(Bucket=record.archive.bucket, Key=record.key)
     # (the bucket adapter says what that means: archived, not readable; the operator gets the why)
     with pytest.raises(ObjectArchived, match="InvalidObjectState") as raw:
-        next(runtime.buckets.bucket(record.archive["bucket"]).iter_chunks(record.key))
+        next(runtime.buckets.bucket(record.archive.bucket).iter_chunks(record.key))
     assert "InvalidObjectState" not in str(explain_unreadable(record, raw.value))
     # Expedited does not exist for DEEP_ARCHIVE
     with pytest.raises(BadInput, match="Standard .up to 12 h. or Bulk"):
@@ -503,8 +503,9 @@ def test_restore_from_deep_archive_goes_through_the_pending_state(
     assert requested.message.endswith("Standard tier takes up to 12 h; run again later")
     stored = runtime.catalog.get_backup(record.backup_id)
     assert stored.archive is not None
-    assert stored.archive["restore"]["status"] == "pending"
-    assert stored.archive["restore"]["tier"] == "Standard"
+    assert stored.archive.restore is not None
+    assert stored.archive.restore.status == "pending"
+    assert stored.archive.restore.tier == "Standard"
 
     # and reading it meanwhile says so
     with pytest.raises(ArchiveNotReadable, match="restore requested at .*run again later"):
@@ -522,7 +523,8 @@ def test_restore_from_deep_archive_goes_through_the_pending_state(
     assert hashlib.sha256(body).hexdigest() == record.sha256
     restored = runtime.catalog.get_backup(record.backup_id)
     assert restored.archive is not None
-    assert restored.archive["restore"]["status"] == "restored"
+    assert restored.archive.restore is not None
+    assert restored.archive.restore.status == "restored"
     # and asking again does not start a second restore
     assert request_archive_restore(runtime, record.backup_id).state == "readable"
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from drsentry.core.config import RetentionConfig
 from drsentry.core.gfs import RetentionPlan, assign_tier, plan_retention, slot_key
-from drsentry.core.records import BackupRecord, iso
+from drsentry.core.records import ArchiveCopy, BackupRecord, iso
 
 NOW = datetime(2026, 11, 22, 18, 30, tzinfo=UTC)
 DEFAULTS = RetentionConfig()  # 7d / 30d / 365d / 2555d
@@ -32,7 +32,7 @@ def backup(
     started: datetime,
     status: str = "completed",
     *,
-    archive: dict[str, object] | None = None,
+    archive: ArchiveCopy | None = None,
     serial: int = 0,
 ) -> BackupRecord:
     return BackupRecord(
@@ -274,14 +274,14 @@ def test_nothing_younger_than_the_rpo_expires() -> None:
 
 def test_an_archive_copy_under_lock_keeps_its_backup() -> None:
     until = iso(NOW + timedelta(days=2))
-    archived = {"archived_at": iso(NOW - timedelta(days=2555)), "retain_until": until, "bucket": "archive"}
+    archived = ArchiveCopy(bucket="archive", archived_at=iso(NOW - timedelta(days=2555)), retain_until=until)
     old = backup(NOW - timedelta(days=2556), archive=archived, serial=1)
     decisions = by_id(plan([old, backup(NOW, serial=2)]))
     assert decisions[old.backup_id] == ("keep", (), f"archive copy under Object Lock until {until}")
 
 
 def test_archived_monthly_backups_are_only_kept() -> None:
-    archived = {"archived_at": iso(NOW), "bucket": "archive"}
+    archived = ArchiveCopy(bucket="archive", archived_at=iso(NOW))
     month = backup(datetime(2026, 10, 1, 0, 5, tzinfo=UTC), archive=archived, serial=1)
     unarchived = backup(datetime(2026, 11, 1, 0, 5, tzinfo=UTC), serial=2)
     decisions = by_id(plan([month, unarchived]))
@@ -339,7 +339,7 @@ def apply(records: list[BackupRecord], result: RetentionPlan) -> list[BackupReco
             applied.append(record.model_copy(update={"status": "expired"}))
         elif action == "archive":
             applied.append(
-                record.model_copy(update={"archive": {"archived_at": iso(NOW), "bucket": "archive"}})
+                record.model_copy(update={"archive": ArchiveCopy(bucket="archive", archived_at=iso(NOW))})
             )
         else:
             applied.append(record)

@@ -80,8 +80,8 @@ def _second_precision(started_at: str) -> str:
 
 def is_archived(record: BackupRecord) -> bool:
     """The archive copy was made and verified, and has not been deleted since."""
-    archive = record.archive or {}
-    return bool(archive.get("archived_at")) and not archive.get("deleted_at")
+    archive = record.archive
+    return archive is not None and bool(archive.archived_at) and not archive.deleted_at
 
 
 class RetentionDecision(NamedTuple):
@@ -243,7 +243,7 @@ def _lock_reason(record: BackupRecord, now_text: str) -> str:
     until then instead of failing its expiry every day."""
     if record.archive is None or not is_archived(record):
         return ""
-    retain_until = record.archive.get("retain_until")
+    retain_until = record.archive.retain_until
     if retain_until and _second_precision(retain_until) > now_text:
         return f"archive copy under Object Lock until {retain_until}"
     return ""

@@ -46,6 +46,63 @@ def check_backup_id(backup_id: str) -> str:
     return backup_id
 
 
+# archive copy sub-document -------------------------------------------------------------
+# `BackupRecord.archive`: the verified copy in the archive bucket (written by jobs/archive/copy.py)
+# and the state of its S3 restore (jobs/archive/access.py). Records of every earlier version must
+# read and write back unchanged, so these models dump only the fields they were given: a field the
+# stored map did not have stays absent, one stored as null (lock_mode without a lock) stays null.
+
+RestoreTier = Literal["Standard", "Bulk", "Expedited"]
+# `archived`: not restored (a restore requested earlier has run out).
+ArchiveRestoreStatus = Literal["pending", "restored", "archived"]
+# How an archive copy's SHA-256 was checked: the source's tag, or by reading the copy.
+VerifiedBy = Literal["tag", "read"]
+
+
+class SubDocument(BaseModel):
+    """A map inside a catalog item that dumps (and so is stored and printed) with exactly the
+    fields it was read or built with, nulls included."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @model_serializer(mode="wrap")
+    def _given_fields_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {name: value for name, value in handler(self).items() if name in self.model_fields_set}
+
+
+class ArchiveRestore(SubDocument):
+    """The S3 restore of an archive copy in GLACIER / DEEP_ARCHIVE, as last seen."""
+
+    status: ArchiveRestoreStatus | None = None
+    tier: RestoreTier | None = None
+    days: int | None = None
+    requested_at: str | None = None
+    checked_at: str | None = None
+    # When S3 removes the temporary restored copy again.
+    readable_until: str | None = None
+
+
+class ArchiveCopy(SubDocument):
+    """The backup's copy in the archive bucket; counts only with `archived_at` and no `deleted_at`."""
+
+    bucket: str
+    # Written by every archive run; records made by hand may leave them out (then the
+    # primary copy's key and manifest key are the archive copy's too).
+    key: str | None = None
+    manifest_key: str | None = None
+    storage_class: str | None = None
+    # None when the archive is configured without a lock (lock_days 0).
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] | None = None
+    retain_until: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    version_id: str | None = None
+    verified_by: VerifiedBy | None = None
+    archived_at: str | None = None
+    deleted_at: str | None = None
+    restore: ArchiveRestore | None = None
+
+
 # replica sub-document
 
 
@@ -126,7 +183,7 @@ class BackupRecord(BaseModel):
     tables: dict[str, int] = Field(default_factory=dict)
     replica: str | None = None
     replica_detail: ReplicaDetail | None = None
-    archive: dict[str, Any] | None = None
+    archive: ArchiveCopy | None = None
     # One entry per configured application bucket: bucket, region, prefix, key (of its manifest
     # beside the dump), versioned, objects, bytes, sha256, and error when the manifest failed.
     storage: list[StorageManifestEntry] | None = None

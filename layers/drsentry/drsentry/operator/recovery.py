@@ -22,7 +22,7 @@ it to the target's name: unmasked rows are never in a database the staging app c
 With smoke checks (``--smoke``), the target's ``smoke`` checks run once the rows are counted:
 HTTP checks against the application, SQL checks against the restored database.
 Archived backups (the primary copy expired) are read from the archive bucket once S3 has
-restored them; until then the operator gets archive.py's message, never InvalidObjectState.
+restored them; until then the operator gets jobs/archive/access.py's message, never InvalidObjectState.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from drsentry.core.errors import (
 from drsentry.core.gfs import is_archived
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord, check_backup_id
-from drsentry.jobs.archive.job import (
+from drsentry.jobs.archive.access import (
     ArchiveAccess,
     ArchiveNotReadable,
     archive_readable,
@@ -836,5 +836,5 @@ def _stop_at_archive(runtime: Runtime, plan: RecoveryPlan) -> None:
     assert access is not None
     if access.state == "archived":
         access = request_archive_restore(runtime, plan.backup.backup_id)
-    # archive.py's message says what S3 is doing and when to come back.
+    # access.py's message says what S3 is doing and when to come back.
     raise ArchiveNotReadable(f"backup {plan.backup.backup_id}: {access.message}")

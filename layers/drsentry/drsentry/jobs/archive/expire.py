@@ -1,0 +1,56 @@
+"""Expiry of one backup: every copy deleted, then the record marked `expired`.
+
+Every version of the dump and its manifest is deleted from the archive copy (if any), the
+replica (in both `copy` and `crr` mode) and the primary bucket, in that order, so the record's
+own location is the last to go; then the record becomes `expired` with the reason. Object
+Lock is never bypassed: a refused delete raises DeleteRefused and the record stays as it was,
+to be retried by the next run.
+"""
+
+from __future__ import annotations
+
+from drsentry.adapters.buckets import Bucket
+from drsentry.core.gfs import is_archived
+from drsentry.core.records import BackupRecord, ReplicaDetail, iso
+from drsentry.jobs.runtime import Runtime
+
+
+def expire_backup(runtime: Runtime, record: BackupRecord, reason: str) -> str:
+    """Delete the backup's archive, replica and primary copies and mark it expired; where from."""
+    places: list[str] = []
+    if is_archived(record) and record.archive is not None:
+        archive = record.archive
+        _delete_versions(
+            runtime.buckets.bucket(archive.bucket),
+            [archive.key or record.key, archive.manifest_key or record.manifest_key],
+        )
+        # Recorded at once: should a later step be refused, the next run knows this copy is gone.
+        deleted = archive.model_copy(update={"deleted_at": iso(runtime.clock())})
+        runtime.catalog.update_backup(record.target, record.backup_id, {"archive": deleted.model_dump()})
+        places.append("archive")
+    replica = runtime.config.storage.replica
+    # Both modes: S3 replication never replicates deletes of specific versions, so a
+    # crr replica would otherwise keep every backup (and its personal data) forever.
+    if replica is not None:
+        detail = record.replica_detail or ReplicaDetail()
+        _delete_versions(
+            runtime.buckets.bucket(detail.bucket or replica.bucket, detail.region or replica.region),
+            # The copy and S3 replication keep the source's keys.
+            [record.key, record.manifest_key],
+        )
+        places.append("replica")
+    _delete_versions(runtime.buckets.bucket(record.bucket), [record.key, record.manifest_key])
+    places.append("primary")
+    runtime.catalog.update_backup(
+        record.target,
+        record.backup_id,
+        {"status": "expired", "expired_at": iso(runtime.clock()), "expire_reason": reason},
+    )
+    return f"deleted from {', '.join(places)}"
+
+
+def _delete_versions(bucket: Bucket, keys: list[str]) -> None:
+    """Delete every version and delete marker of each key, the dump before its manifest.
+    A version under Object Lock is refused (DeleteRefused), never forced."""
+    for key in keys:
+        bucket.delete_all_versions(key)

@@ -1,0 +1,148 @@
+"""What an archive run reports: one row per retention decision and what came of it, the
+per-target report (the run's result, also its idempotency record), and its run notice."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from drsentry.core import gfs
+from drsentry.core.gfs import RetentionDecision
+from drsentry.core.records import RunNotice
+
+# A real run's result is also the idempotency record (one DynamoDB item, 400 KB at most),
+# so it lists at most this many rows: the changes first, then kept backups while room is left.
+MAX_RESULT_ROWS = 500
+
+Outcome = Literal["planned", "done", "failed", "refused", "deferred"]
+
+
+class DecisionRow(BaseModel):
+    """One line of the plan table: what retention decided for a backup, and what came of it."""
+
+    backup_id: str
+    started_at: str
+    action: gfs.Action
+    slots: list[str] = Field(default_factory=list)
+    reason: str = ""
+    # None for `keep`; `planned` in a dry run.
+    outcome: Outcome | None = None
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, decision: RetentionDecision) -> DecisionRow:
+        return cls(
+            backup_id=decision.backup_id,
+            started_at=decision.started_at,
+            action=decision.action,
+            slots=list(decision.slots),
+            reason=decision.reason,
+        )
+
+
+class TargetArchiveReport(BaseModel):
+    target: str
+    dry_run: bool
+    planned_at: str
+    # keep / archive / expire / ignored (failed and already expired records)
+    counts: dict[str, int] = Field(default_factory=dict)
+    # filled slots per tier: hourly / daily / weekly / monthly
+    slots: dict[str, int] = Field(default_factory=dict)
+    archived: int = 0
+    expired: int = 0
+    failed: int = 0
+    refused: int = 0
+    deferred: int = 0
+    # Newest first: every change (archive, expire) and, space permitting, the kept backups.
+    decisions: list[DecisionRow] = Field(default_factory=list)
+    decisions_omitted: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.refused == 0
+
+    def summary(self) -> str:
+        counts = self.counts
+        planned = (
+            f"keep {counts.get('keep', 0)}, archive {counts.get('archive', 0)}, "
+            f"expire {counts.get('expire', 0)}"
+        )
+        if self.dry_run:
+            return f"dry run for {self.target}: {planned}; nothing changed"
+        done = f"archived {self.archived}, expired {self.expired}"
+        problems = [
+            f"{count} {label}"
+            for count, label in (
+                (self.failed, "failed"),
+                (self.refused, "refused by Object Lock"),
+                (self.deferred, "left for the next run"),
+            )
+            if count
+        ]
+        return f"{self.target}: {planned}: {done}" + (f"; {', '.join(problems)}" if problems else "")
+
+    def count_outcomes(self, rows: list[DecisionRow]) -> None:
+        """The totals of what was done, from the rows the run filled in."""
+        outcomes = [(row.action, row.outcome) for row in rows]
+        self.archived = outcomes.count(("archive", "done"))
+        self.expired = outcomes.count(("expire", "done"))
+        self.failed = sum(outcome == "failed" for _, outcome in outcomes)
+        self.refused = sum(outcome == "refused" for _, outcome in outcomes)
+        self.deferred = sum(outcome == "deferred" for _, outcome in outcomes)
+        self.decisions, self.decisions_omitted = result_rows(rows, self.dry_run)
+
+
+def result_rows(rows: list[DecisionRow], dry_run: bool) -> tuple[list[DecisionRow], int]:
+    """Every row for a dry run; for a real run every change and as many kept rows as fit."""
+    if dry_run or len(rows) <= MAX_RESULT_ROWS:
+        return rows, 0
+    changes = [row for row in rows if row.action != "keep"]
+    room = max(MAX_RESULT_ROWS - len(changes), 0)
+    kept = [row for row in rows if row.action == "keep"][:room]
+    chosen = {row.backup_id for row in changes[:MAX_RESULT_ROWS] + kept}
+    shown = [row for row in rows if row.backup_id in chosen]
+    return shown, len(rows) - len(shown)
+
+
+def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, list[str]]:
+    """The run notice for one target and the checks that failed (for the alert state)."""
+    failing: list[str] = []
+    if report.failed:
+        failing.append("archive")
+    if report.refused:
+        failing.append("expiry")
+    severity: Literal["critical", "warning", "info"] = (
+        "critical" if report.failed else "warning" if report.refused else "info"
+    )
+    problems = [row for row in report.decisions if row.outcome in {"failed", "refused"}]
+    return (
+        RunNotice(
+            source="archive",
+            target=report.target,
+            severity=severity,
+            status="completed" if report.ok else "failed",
+            run_id=run_id,
+            summary=report.summary(),
+            details={
+                "counts": report.counts,
+                "slots": report.slots,
+                "archived": report.archived,
+                "expired": report.expired,
+                "failed": report.failed,
+                "refused": report.refused,
+                "deferred": report.deferred,
+                "problems": [
+                    {
+                        "backup_id": row.backup_id,
+                        "action": row.action,
+                        "outcome": row.outcome,
+                        "detail": row.detail,
+                    }
+                    for row in problems[:20]
+                ],
+                "failing_checks": failing,
+            },
+        ),
+        failing,
+    )
