@@ -24,12 +24,8 @@ from drsentry.core.deadlines import monotonic_deadline
 from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.jobs.verify.job import (
-    TIMEOUT_MARGIN_SECONDS,
-    scratch_database_name,
-    verify_backup,
-    verify_target,
-)
+from drsentry.jobs.verify.job import verify_backup, verify_target
+from drsentry.jobs.verify.rules import TIMEOUT_MARGIN_SECONDS, scratch_database_name
 from drsentry.local.embedded_pg import free_port
 from drsentry.operator.cli import app
 
@@ -292,7 +288,7 @@ def test_false_warning_assertion_gives_warning_and_says_which_and_why(
     config, _ = make_config(source_db, **verify_section(admin_dsn, assertions=assertions))
     runtime = build_runtime(config)
     backup = backup_target(runtime, "app")
-    monkeypatch.setattr("drsentry.jobs.verify.job.ASSERTION_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr("drsentry.jobs.verify.checks.ASSERTION_TIMEOUT_SECONDS", 1.0)
 
     # When it is verified
     record = verify_backup(runtime, "app", backup)

@@ -15,7 +15,7 @@ from drsentry.adapters.pgmeta import RlsTable
 from drsentry.adapters.restore_stream import RestoreOutcome, _judge_pg_restore, _ZstdFrames
 from drsentry.core.config import Assertion, VerifyConfig
 from drsentry.core.records import BackupRecord, Check, VerificationRecord, derive_status, new_verification_id
-from drsentry.jobs.verify.job import (
+from drsentry.jobs.verify.rules import (
     CHECK_DRIFT,
     CHECK_OBJECT,
     CHECK_RTO,

@@ -31,6 +31,26 @@ class PgToolsError(DrsentryError):
     """pg_dump / pg_restore missing, too old, or failing."""
 
 
+class PostgresError(DrsentryError):
+    """PostgreSQL refused or failed a statement; the message is the server's first line."""
+
+
+class PostgresUnreachable(PostgresError):
+    """No session could be opened: the server is down, unreachable, or refused the login."""
+
+
+class ConnectionLost(PostgresError):
+    """The session broke during a statement: nothing more can run on it."""
+
+
+class StatementTimedOut(PostgresError):
+    """statement_timeout cancelled the statement; the session itself is still usable."""
+
+
+class DatabaseExists(PostgresError):
+    """CREATE DATABASE found a database of that name already there."""
+
+
 class BackupFailed(DrsentryError):
     """The backup ran and failed; the catalog holds a `failed` record."""
 
