@@ -348,6 +348,52 @@ def test_unreachable_scratch_server_gives_a_failure_record(
     assert runtime.catalog.verifications.latest("app") == record
 
 
+def test_malformed_scratch_dsn_fails_the_restore_without_echoing_it(source_db: str, make_config: Any) -> None:
+    # Given a scratch DSN that is not a connection string, with a password in it
+    config, _ = make_config(source_db, **verify_section("host=db password=pw-m4lformed port"))
+    runtime = build_runtime(config)
+    backup = backup_target(runtime, "app")
+
+    # When it is verified
+    record = verify_backup(runtime, "app", backup)
+
+    # Then the restore check fails naming the scratch DSN, the rest are skipped, nothing leaks
+    assert record.status == "failure"
+    restore = check(record, "restore")
+    assert restore.status == "failed"
+    assert restore.detail == (
+        "cannot read the database credentials: "
+        "the scratch DSN is not a valid PostgreSQL connection string (not shown)"
+    )
+    assert check(record, "object checksum").status == "skipped"
+    assert "pw-m4lformed" not in record.model_dump_json()
+    assert runtime.catalog.verifications.latest("app") == record
+
+
+def test_session_lost_during_an_assertion_stops_the_run(
+    source_db: str, make_config: Any, admin_dsn: str
+) -> None:
+    # Given an assertion that kills its own session on the restored database
+    assertions = [
+        {"name": "suicide", "sql": "select pg_terminate_backend(pg_backend_pid())", "severity": "warning"}
+    ]
+    config, _ = make_config(source_db, **verify_section(admin_dsn, assertions=assertions))
+    runtime = build_runtime(config)
+    backup = backup_target(runtime, "app")
+
+    # When it is verified
+    record = verify_backup(runtime, "app", backup)
+
+    # Then the run stopped there: a failure naming the assertion, later checks skipped, the
+    # database checks before it passed, and (autouse fixture) the scratch database is dropped
+    assert record.status == "failure"
+    lost = check(record, "assertion: suicide")
+    assert lost.status == "failed" and lost.detail.startswith("lost the restored database: ")
+    assert check(record, "restore time").status == "skipped"
+    assert check(record, "restore time").detail == f"not run: {lost.detail}"
+    assert check(record, "schema fingerprint").status == "passed"
+
+
 def test_scratch_dsn_that_is_the_source_is_refused(source_db: str, make_config: Any) -> None:
     # Given a scratch DSN that names the source database itself
     config, _ = make_config(source_db, **verify_section(source_db))
