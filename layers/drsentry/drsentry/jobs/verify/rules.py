@@ -2,8 +2,9 @@
 
 What to verify, the scratch database's name and the safety rule that keeps it off the source,
 how row counts, drift, functions, RLS, an assertion's rows, the restore stream and the restore
-time are judged, and the `CheckList` that keeps the record's checks in plan order. Unit-tested
-without PostgreSQL or AWS (tests/unit/test_verify_rules.py).
+time are judged, the `CheckList` that keeps the record's checks in plan order, and how a step
+stops the run (`StepFailed`, `TimeLeft`). Unit-tested without PostgreSQL or AWS
+(tests/unit/test_verify_rules.py).
 """
 
 from __future__ import annotations
