@@ -167,35 +167,36 @@ def instrument_verify() -> Callable[[Any, Any], Any]:
     from drsentry.adapters import restore_stream as restore
     from drsentry.adapters.table import Catalog
     from drsentry.adapters.table.locks import RunLocks
+    from drsentry.adapters.table.verifications import VerificationLog
     from drsentry.jobs.notify.job import Notifier
-    from drsentry.jobs.verify import job as verify
+    from drsentry.jobs.verify import checks, job, run, scratch
 
-    timed(verify, "run_scheduled_verify", "total (run_scheduled_verify)")
+    timed(job, "run_scheduled_verify", "total (run_scheduled_verify)")
     timed(RunLocks, "acquire", "catalog: lock")
     timed(RunLocks, "release", "catalog: unlock")
     timed(Catalog, "iter_backups", "catalog: list backups")
-    timed(verify.VerificationRun, "_prepare", "credentials, pg_restore --version")
-    timed(verify.VerificationRun, "_clean_leftovers", "scratch: drop leftovers")
-    timed(verify.VerificationRun, "_create_scratch", "scratch: create database")
-    timed(verify.VerificationRun, "_expected", "manifest")
-    timed(verify, "stream_restore", "restore stream (download -> sha256 -> zstd -> pg_restore)")
+    timed(run.VerificationRun, "_prepare", "credentials, pg_restore --version")
+    timed(scratch.ScratchDatabase, "drop_leftovers", "scratch: drop leftovers")
+    timed(scratch.ScratchDatabase, "create", "scratch: create database")
+    timed(run.VerificationRun, "_expected", "manifest")
+    timed(run, "stream_restore", "restore stream (download -> sha256 -> zstd -> pg_restore)")
     storage.ObjectStore.iter_chunks = _timed_chunks(storage.ObjectStore.iter_chunks)  # type: ignore[method-assign]
     timed(restore._ZstdFrames, "decompress", "zstd decompress")
     timed(restore, "_write", "feed pg_restore (blocked while it works)")
     timed(restore, "_wait", "pg_restore after the last byte (indexes, constraints)")
-    timed(verify.VerificationRun, "_run_database_checks", "checks on the restored database")
-    timed(verify.VerificationRun, "_check_critical_tables", "check: critical tables")
+    timed(checks.RestoredDatabaseChecks, "run", "checks on the restored database")
+    timed(checks.RestoredDatabaseChecks, "_check_critical_tables", "check: critical tables")
     timed(pgmeta, "count_rows", "check: count(*) per table")
-    timed(verify.VerificationRun, "_check_drift", "check: drift (verification log)")
-    timed(verify.VerificationRun, "_check_functions", "check: functions")
-    timed(verify.VerificationRun, "_check_rls", "check: row-level security")
-    timed(verify.VerificationRun, "_check_size", "check: database size")
-    timed(verify.VerificationRun, "_check_fingerprint", "check: schema fingerprint")
-    timed(verify.VerificationRun, "_check_storage", "check: storage manifests")
-    timed(verify.VerificationRun, "_drop_scratch", "scratch: drop database")
-    timed(verify.VerificationLog, "put", "verification log: write record")
+    timed(checks.RestoredDatabaseChecks, "_check_drift", "check: drift (verification log)")
+    timed(checks.RestoredDatabaseChecks, "_check_functions", "check: functions")
+    timed(checks.RestoredDatabaseChecks, "_check_rls", "check: row-level security")
+    timed(checks.RestoredDatabaseChecks, "_check_size", "check: database size")
+    timed(checks.RestoredDatabaseChecks, "_check_fingerprint", "check: schema fingerprint")
+    timed(run, "check_storage", "check: storage manifests")
+    timed(scratch.ScratchDatabase, "drop", "scratch: drop database")
+    timed(VerificationLog, "put", "verification log: write record")
     timed(Notifier, "send", "notify (SNS, Slack)")
-    return verify.run_scheduled_verify
+    return job.run_scheduled_verify
 
 
 STREAM = "stream (pg_dump -> zstd -> S3), tags"

@@ -24,12 +24,8 @@ from drsentry.core.deadlines import monotonic_deadline
 from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.jobs.verify.job import (
-    TIMEOUT_MARGIN_SECONDS,
-    scratch_database_name,
-    verify_backup,
-    verify_target,
-)
+from drsentry.jobs.verify.job import verify_backup, verify_target
+from drsentry.jobs.verify.rules import TIMEOUT_MARGIN_SECONDS, scratch_database_name
 from drsentry.local.embedded_pg import free_port
 from drsentry.operator.cli import app
 
@@ -292,7 +288,7 @@ def test_false_warning_assertion_gives_warning_and_says_which_and_why(
     config, _ = make_config(source_db, **verify_section(admin_dsn, assertions=assertions))
     runtime = build_runtime(config)
     backup = backup_target(runtime, "app")
-    monkeypatch.setattr("drsentry.jobs.verify.job.ASSERTION_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr("drsentry.jobs.verify.checks.ASSERTION_TIMEOUT_SECONDS", 1.0)
 
     # When it is verified
     record = verify_backup(runtime, "app", backup)
@@ -350,6 +346,52 @@ def test_unreachable_scratch_server_gives_a_failure_record(
     assert record.error_details and "scratch server unreachable" in record.error_details
     assert "pw-n0body" not in record.model_dump_json()
     assert runtime.catalog.verifications.latest("app") == record
+
+
+def test_malformed_scratch_dsn_fails_the_restore_without_echoing_it(source_db: str, make_config: Any) -> None:
+    # Given a scratch DSN that is not a connection string, with a password in it
+    config, _ = make_config(source_db, **verify_section("host=db password=pw-m4lformed port"))
+    runtime = build_runtime(config)
+    backup = backup_target(runtime, "app")
+
+    # When it is verified
+    record = verify_backup(runtime, "app", backup)
+
+    # Then the restore check fails naming the scratch DSN, the rest are skipped, nothing leaks
+    assert record.status == "failure"
+    restore = check(record, "restore")
+    assert restore.status == "failed"
+    assert restore.detail == (
+        "cannot read the database credentials: "
+        "the scratch DSN is not a valid PostgreSQL connection string (not shown)"
+    )
+    assert check(record, "object checksum").status == "skipped"
+    assert "pw-m4lformed" not in record.model_dump_json()
+    assert runtime.catalog.verifications.latest("app") == record
+
+
+def test_session_lost_during_an_assertion_stops_the_run(
+    source_db: str, make_config: Any, admin_dsn: str
+) -> None:
+    # Given an assertion that kills its own session on the restored database
+    assertions = [
+        {"name": "suicide", "sql": "select pg_terminate_backend(pg_backend_pid())", "severity": "warning"}
+    ]
+    config, _ = make_config(source_db, **verify_section(admin_dsn, assertions=assertions))
+    runtime = build_runtime(config)
+    backup = backup_target(runtime, "app")
+
+    # When it is verified
+    record = verify_backup(runtime, "app", backup)
+
+    # Then the run stopped there: a failure naming the assertion, later checks skipped, the
+    # database checks before it passed, and (autouse fixture) the scratch database is dropped
+    assert record.status == "failure"
+    lost = check(record, "assertion: suicide")
+    assert lost.status == "failed" and lost.detail.startswith("lost the restored database: ")
+    assert check(record, "restore time").status == "skipped"
+    assert check(record, "restore time").detail == f"not run: {lost.detail}"
+    assert check(record, "schema fingerprint").status == "passed"
 
 
 def test_scratch_dsn_that_is_the_source_is_refused(source_db: str, make_config: Any) -> None:

@@ -7,7 +7,7 @@ import os
 import zstandard
 
 from drsentry.adapters.restore_stream import DECODE_SLICE, _decode, _ZstdFrames, session_options
-from drsentry.jobs.verify.job import SCRATCH_SESSION_SETTINGS
+from drsentry.jobs.verify.run import SCRATCH_SESSION_SETTINGS
 
 
 class Sink:

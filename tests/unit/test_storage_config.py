@@ -9,7 +9,7 @@ import yaml
 
 from drsentry.core.config import dump_config, parse_config
 from drsentry.core.errors import ConfigError
-from drsentry.jobs.verify.job import check_plan
+from drsentry.jobs.verify.rules import check_plan
 
 
 def config_text(**target: Any) -> str:

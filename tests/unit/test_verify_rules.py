@@ -15,9 +15,11 @@ from drsentry.adapters.pgmeta import RlsTable
 from drsentry.adapters.restore_stream import RestoreOutcome, _judge_pg_restore, _ZstdFrames
 from drsentry.core.config import Assertion, VerifyConfig
 from drsentry.core.records import BackupRecord, Check, VerificationRecord, derive_status, new_verification_id
-from drsentry.jobs.verify.job import (
+from drsentry.jobs.verify.rules import (
+    CHECK_ARCHIVE,
     CHECK_DRIFT,
     CHECK_OBJECT,
+    CHECK_RESTORE,
     CHECK_RTO,
     CheckList,
     VerificationRefused,
@@ -26,6 +28,8 @@ from drsentry.jobs.verify.job import (
     check_plan,
     choose_backups,
     evaluate_assertion,
+    expected_contents,
+    judge_stream,
     missing_functions,
     refuse_unsafe_scratch,
     rls_problems,
@@ -382,3 +386,67 @@ def test_clean_exit_with_warnings_is_restored() -> None:
     )
     _judge_pg_restore(outcome)
     assert outcome.restored and outcome.warnings == ["pg_restore: warning: errors ignored on restore: 0"]
+
+
+# judging one pass over the object ------------------------------------------------------------
+
+
+def judged(record: BackupRecord, outcome: RestoreOutcome) -> dict[str, Check]:
+    checks = CheckList(check_plan(VerifyConfig(scratch_dsn="host=x")))
+    judge_stream(checks, record, outcome, "drsentry_verify_x", lambda text: text.replace("pw", "***"))
+    return {c.name: c for c in checks.finish("stopped")}
+
+
+def test_a_truncated_object_fails_the_checksum_and_the_archive_not_a_missing_restore() -> None:
+    # Given a catalog record and a pass that read fewer, different bytes and an unfinished frame
+    record = backup("20261122T180000Z-1a2b3c4d").model_copy(update={"size_bytes": 2048, "sha256": "aa"})
+    outcome = RestoreOutcome(
+        bucket="b", key="k", size_bytes=1024, sha256="bb", archive_error="zstd: truncated (pw)"
+    )
+
+    # When it is judged
+    checks = judged(record, outcome)
+
+    # Then the checksum names both differences, the archive the cleaned cause, and the restore failed
+    assert checks[CHECK_OBJECT].status == "failed"
+    assert checks[CHECK_OBJECT].detail == (
+        f"s3://b/{record.key}: size 1,024 bytes, catalog says 2,048; "
+        "sha256 bb does not match the catalog's aa"
+    )
+    assert (checks[CHECK_ARCHIVE].status, checks[CHECK_ARCHIVE].detail) == ("failed", "zstd: truncated (***)")
+    assert (checks[CHECK_RESTORE].status, checks[CHECK_RESTORE].detail) == (
+        "failed",
+        "pg_restore did not finish",
+    )
+
+
+def test_a_record_without_sha256_never_passes_the_checksum() -> None:
+    record = backup("20261122T180000Z-1a2b3c4d")
+    outcome = RestoreOutcome(bucket="b", key="k", size_bytes=10, sha256="bb", frames=1, pg_restore_exit=0)
+
+    checks = judged(record, outcome)
+
+    assert checks[CHECK_OBJECT].status == "failed"
+    assert checks[CHECK_OBJECT].detail.endswith("the catalog record has no sha256 to compare with")
+    assert checks[CHECK_RESTORE].status == "passed"
+    assert checks[CHECK_RESTORE].detail.startswith("restored into drsentry_verify_x in ")
+
+
+def test_expected_contents_prefer_the_manifest_and_fall_back_to_the_catalog_record() -> None:
+    record = backup("20261122T180000Z-1a2b3c4d").model_copy(
+        update={"tables": {"a": 1}, "schema_fingerprint": "sha256:catalog"}
+    )
+
+    from_manifest = expected_contents(record, {"tables": {"a": "2"}})
+    unreadable = expected_contents(record, None)
+
+    assert (from_manifest.tables, from_manifest.schema_fingerprint, from_manifest.source) == (
+        {"a": 2},
+        "sha256:catalog",
+        "manifest",
+    )
+    assert (unreadable.tables, unreadable.schema_fingerprint, unreadable.source) == (
+        {"a": 1},
+        "sha256:catalog",
+        "catalog record",
+    )

@@ -153,6 +153,17 @@ def schema_fingerprint(conn: psycopg.Connection) -> str:
     return f"sha256:{digest}"
 
 
+def table_names(conn: psycopg.Connection) -> list[str]:
+    """Every user table (partitioned parents too), as `display_name` writes it."""
+    return [display_name(schema, name) for schema, name in conn.execute(TABLES_SQL).fetchall()]
+
+
+def database_size(conn: psycopg.Connection) -> int:
+    row = conn.execute("select pg_database_size(current_database())").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def count_rows(conn: psycopg.Connection) -> dict[str, int]:
     counts: dict[str, int] = {}
     for schema, name in conn.execute(TABLES_SQL).fetchall():
@@ -179,11 +190,9 @@ def rls_tables(conn: psycopg.Connection) -> list[RlsTable]:
 
 def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
     """Everything at once; call inside the transaction whose snapshot matters."""
-    size_row = conn.execute("select pg_database_size(current_database())").fetchone()
-    assert size_row is not None
     return DatabaseFacts(
         server_version=server_version(conn),
-        database_size_bytes=int(size_row[0]),
+        database_size_bytes=database_size(conn),
         tables=count_rows(conn),
         functions=functions(conn),
         rls=rls_tables(conn),

@@ -1,22 +1,208 @@
-"""PostgreSQL sessions as the jobs hold them: psycopg stays behind this module, and every
-error it raises leaves as a `PostgresError` (drsentry.core.errors) with a one-line message.
-The queries that read what a database holds are in `drsentry.adapters.pgmeta`.
+"""PostgreSQL sessions: connect, read what a database holds, run a read-only statement under a
+time limit, create and drop databases.
+
+Backup's exported snapshot (`SnapshotSession`, read beside pg_dump) is at the end.
+
+Jobs never see psycopg: every psycopg error leaves this module as a PostgresError
+(drsentry.core.errors) whose message is the server's first line, sorted by what the caller
+can still do: StatementTimedOut (the session is usable), ConnectionLost (it is not),
+DatabaseExists, PostgresUnreachable (no session at all; the message names the server
+without its password). No identifier is spliced into SQL as text.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from drsentry.adapters import pgmeta
 from drsentry.adapters.pgmeta import DatabaseFacts, read_facts, server_version
-from drsentry.adapters.secrets import redact, sanitize
-from drsentry.core.errors import PostgresError
+from drsentry.adapters.secrets import conninfo_to_dict, redact, sanitize
+from drsentry.core.errors import (
+    ConnectionLost,
+    CredentialsError,
+    DatabaseExists,
+    PostgresError,
+    PostgresUnreachable,
+    StatementTimedOut,
+)
+
+CONNECT_TIMEOUT_SECONDS = 15
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def require_dsn(dsn: str, whose: str) -> None:
+    """CredentialsError unless `dsn` parses; the DSN is never echoed (it may hold a password)."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise CredentialsError(f"{whose} is not a valid PostgreSQL connection string (not shown)") from exc
+
+
+def _milliseconds(seconds: float) -> int:
+    # At least a second: a limit of a few milliseconds would cancel even a catalog query.
+    return max(int(seconds * 1000), 1000)
+
+
+@dataclass(frozen=True)
+class ServerDatabase:
+    """A database on the server, with its comment and how many sessions are connected to it."""
+
+    name: str
+    comment: str | None
+    sessions: int
+
+
+class Session:
+    """One autocommit session; use it as a context manager, which closes it."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with self._translated():
+            self._conn.__exit__(exc_type, exc, tb)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.errors.QueryCanceled as exc:
+            raise StatementTimedOut(_first_line(exc)) from exc
+        except psycopg.Error as exc:
+            if self._conn.broken:
+                raise ConnectionLost(_first_line(exc)) from exc
+            raise PostgresError(_first_line(exc)) from exc
+
+    # what the database holds -----------------------------------------------------------------
+
+    def database_and_version(self) -> tuple[str, str]:
+        """The connected database's name and the server's `version()` text."""
+        with self._translated():
+            row = self._conn.execute("select current_database(), version()").fetchone()
+        assert row is not None
+        return str(row[0]), str(row[1])
+
+    def table_names(self) -> set[str]:
+        with self._translated():
+            return set(pgmeta.table_names(self._conn))
+
+    def count_rows(self) -> dict[str, int]:
+        with self._translated():
+            return pgmeta.count_rows(self._conn)
+
+    def functions(self) -> list[str]:
+        with self._translated():
+            return pgmeta.functions(self._conn)
+
+    def rls_tables(self) -> list[pgmeta.RlsTable]:
+        with self._translated():
+            return pgmeta.rls_tables(self._conn)
+
+    def database_size(self) -> int:
+        with self._translated():
+            return pgmeta.database_size(self._conn)
+
+    def schema_fingerprint(self) -> str:
+        with self._translated():
+            return pgmeta.schema_fingerprint(self._conn)
+
+    # session settings and statements ---------------------------------------------------------
+
+    def without_row_security(self) -> None:
+        """Row-level security off for this session (with FORCE RLS a query errors instead)."""
+        with self._translated():
+            self._conn.execute("set row_security = off")
+
+    def limit_statements(self, seconds: float | None) -> None:
+        """The server cancels any later statement of this session after `seconds` (None: never)."""
+        milliseconds = 0 if seconds is None else _milliseconds(seconds)
+        with self._translated():
+            self._conn.execute(sql.SQL("set statement_timeout = {}").format(sql.Literal(milliseconds)))
+
+    def read_only(self, statement: str, timeout_seconds: float) -> list[tuple[Any, ...]]:
+        """Run one statement in a read-only transaction that is rolled back, cancelled after
+        `timeout_seconds`; its rows (none when it returns no result)."""
+        with self._translated(), self._conn.transaction(force_rollback=True):
+            self._conn.execute("set transaction read only")
+            self._conn.execute(
+                sql.SQL("set local statement_timeout = {}").format(
+                    sql.Literal(_milliseconds(timeout_seconds))
+                )
+            )
+            # Binary results force the extended protocol, which takes exactly one statement:
+            # a statement cannot `commit;` its way out of read-only.
+            cursor = self._conn.execute(sql.SQL(statement), binary=True)
+            return cursor.fetchall() if cursor.description else []
+
+    # databases on the server -----------------------------------------------------------------
+
+    def databases_starting_with(self, prefix: str) -> list[ServerDatabase]:
+        pattern = re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
+        with self._translated():
+            rows = self._conn.execute(
+                """
+                select d.datname, shobj_description(d.oid, 'pg_database'),
+                       (select count(*) from pg_stat_activity a where a.datname = d.datname)
+                from pg_database d
+                where d.datname like %s
+                """,
+                (pattern,),
+            ).fetchall()
+        return [ServerDatabase(str(name), comment, int(sessions)) for name, comment, sessions in rows]
+
+    def create_database(self, name: str) -> None:
+        """An empty database from template0: nothing installed in template1 may collide with
+        what a restored archive creates. DatabaseExists when the name is taken."""
+        with self._translated():
+            try:
+                self._conn.execute(
+                    sql.SQL("create database {} template template0").format(sql.Identifier(name))
+                )
+            except psycopg.errors.DuplicateDatabase as exc:
+                raise DatabaseExists(_first_line(exc)) from exc
+
+    def comment_on_database(self, name: str, comment: str) -> None:
+        with self._translated():
+            self._conn.execute(
+                sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(comment))
+            )
+
+    def drop_database(self, name: str) -> None:
+        """Drop it if it exists, ending the sessions connected to it."""
+        with self._translated():
+            self._conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+def connect(dsn: str, *, application_name: str, connect_timeout: int = CONNECT_TIMEOUT_SECONDS) -> Session:
+    """An autocommit session; PostgresUnreachable names the server without its password."""
+    try:
+        conn = psycopg.connect(
+            dsn, autocommit=True, connect_timeout=connect_timeout, application_name=application_name
+        )
+    except psycopg.Error as exc:
+        raise PostgresUnreachable(f"{redact(dsn)}: {sanitize(_first_line(exc), dsn)}") from exc
+    return Session(conn)
+
 
 # backup: one exported snapshot, read beside pg_dump ------------------------------------------
-
-SNAPSHOT_CONNECT_TIMEOUT_SECONDS = 15
 
 
 @contextmanager
@@ -46,7 +232,7 @@ class SnapshotSession:
         with _snapshot_errors():
             try:
                 conn = psycopg.connect(
-                    dsn, connect_timeout=SNAPSHOT_CONNECT_TIMEOUT_SECONDS, application_name=application_name
+                    dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name=application_name
                 )
             except psycopg.OperationalError as exc:
                 raise PostgresError(

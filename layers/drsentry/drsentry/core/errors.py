@@ -32,7 +32,23 @@ class PgToolsError(DrsentryError):
 
 
 class PostgresError(DrsentryError):
-    """PostgreSQL refused or failed a connection or a query (the server, not the tools)."""
+    """PostgreSQL refused or failed a statement; the message is the server's first line."""
+
+
+class PostgresUnreachable(PostgresError):
+    """No session could be opened: the server is down, unreachable, or refused the login."""
+
+
+class ConnectionLost(PostgresError):
+    """The session broke during a statement: nothing more can run on it."""
+
+
+class StatementTimedOut(PostgresError):
+    """statement_timeout cancelled the statement; the session itself is still usable."""
+
+
+class DatabaseExists(PostgresError):
+    """CREATE DATABASE found a database of that name already there."""
 
 
 class BackupFailed(DrsentryError):

@@ -345,7 +345,8 @@ def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json
     Exit 0 on success or warning, 1 on failure. Example: drsentry run verify --target app
     """
     from drsentry.core.events import ScheduledEvent
-    from drsentry.jobs.verify.job import NOTHING_TO_VERIFY, run_scheduled_verify
+    from drsentry.jobs.verify.job import run_scheduled_verify
+    from drsentry.jobs.verify.report import NOTHING_TO_VERIFY
 
     runtime = _runtime(config)
     result = run_scheduled_verify(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from drsentry.adapters.secrets import redact, sanitize
 from drsentry.core.config import SmokeCheck
 from drsentry.core.observability import logger
-from drsentry.jobs.verify.job import evaluate_assertion
+from drsentry.jobs.verify.rules import evaluate_assertion
 
 USER_AGENT = "drsentry-smoke/1"
 # Enough of a body to know the response finished for a health page, never a whole download.
