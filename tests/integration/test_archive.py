@@ -39,7 +39,7 @@ from drsentry.jobs.archive.job import (
 )
 from drsentry.jobs.backup.job import backup_target, object_keys
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from drsentry.jobs.replication.job import (
     run_scheduled_replication_check,
 )
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = [
     pytest.mark.integration,

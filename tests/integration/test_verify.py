@@ -31,7 +31,7 @@ from drsentry.jobs.verify.job import (
     verify_target,
 )
 from drsentry.local.embedded_pg import free_port
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = pytest.mark.integration
 
