@@ -147,6 +147,7 @@ def plan_retention(
     """
     windows = {tier: getattr(retention, tier) for tier in TIERS_BY_RANK}
     cutoffs = {tier: iso(now - window) for tier, window in windows.items()}
+    window_text = {tier: format_duration(window) for tier, window in windows.items()}
 
     completed = [record for record in backups if record.status == "completed"]
     ignored = len(backups) - len(completed)
@@ -161,7 +162,9 @@ def plan_retention(
         started = _second_precision(record.started_at)
         backup_id = record.backup_id
         first = periods.begun_by(started)
-        held = tuple(f"{tier} {key}" for tier, key, begins in first if begins > cutoffs[tier])
+        held = (
+            tuple(f"{tier} {key}" for tier, key, begins in first if begins > cutoffs[tier]) if first else ()
+        )
         if held:
             wants_copy = archive_enabled and held[0].startswith("monthly ") and not is_archived(record)
             decisions.append(RetentionDecision(backup_id, started, "archive" if wants_copy else "keep", held))
@@ -171,7 +174,9 @@ def plan_retention(
             decisions.append(RetentionDecision(backup_id, started, "keep", (), reason))
         else:
             decisions.append(
-                RetentionDecision(backup_id, started, "expire", (), _expiry_reason(first, started, windows))
+                RetentionDecision(
+                    backup_id, started, "expire", (), _expiry_reason(first, started, window_text)
+                )
             )
 
     decisions.reverse()
@@ -185,8 +190,9 @@ PeriodStart = tuple[Tier, str, str]
 class _FirstOfPeriod:
     """Which periods each backup, fed in time order, is the first completed backup of.
 
-    The hot loop: plain sets and string slices of `started_at`, no per-row dicts; the ISO
-    week of a day is computed once per day.
+    The hot loop: plain sets and string slices of `started_at`, no per-row dicts. A new hour is
+    the only place a new day can start, and a new day the only place a new week or month can,
+    so the ISO week is computed once per day.
     """
 
     def __init__(self) -> None:
@@ -194,7 +200,6 @@ class _FirstOfPeriod:
         self._weeks: set[str] = set()
         self._days: set[str] = set()
         self._hours: set[str] = set()
-        self._week_of_day: dict[str, tuple[str, str]] = {}
 
     def begun_by(self, started: str) -> list[PeriodStart]:
         """The periods (longest first) whose first completed backup started at `started`;
@@ -203,32 +208,31 @@ class _FirstOfPeriod:
         if hour in self._hours:
             return []
         self._hours.add(hour)
+        this_hour: PeriodStart = ("hourly", hour, f"{hour}:00:00Z")
         day = started[:10]
-        month = started[:7]
-        week, week_start = self._week(day)
-        # A new hour is the only place a new day, week or month can start.
+        if day in self._days:
+            return [this_hour]
+        self._days.add(day)
         first: list[PeriodStart] = []
+        month = started[:7]
         if month not in self._months:
             self._months.add(month)
             first.append(("monthly", month, f"{month}-01T00:00:00Z"))
+        week, week_start = _iso_week(day)
         if week not in self._weeks:
             self._weeks.add(week)
             first.append(("weekly", week, week_start))
-        if day not in self._days:
-            self._days.add(day)
-            first.append(("daily", day, f"{day}T00:00:00Z"))
-        first.append(("hourly", hour, f"{hour}:00:00Z"))
+        first.append(("daily", day, f"{day}T00:00:00Z"))
+        first.append(this_hour)
         return first
 
-    def _week(self, day: str) -> tuple[str, str]:
-        """`2026-W47` and the start of its Monday."""
-        cached = self._week_of_day.get(day)
-        if cached is None:
-            moment = date.fromisoformat(day)
-            year, number, weekday = moment.isocalendar()
-            monday = moment - timedelta(days=weekday - 1)
-            cached = self._week_of_day[day] = (f"{year}-W{number:02d}", f"{monday.isoformat()}T00:00:00Z")
-        return cached
+
+def _iso_week(day: str) -> tuple[str, str]:
+    """`2026-W47` and the start of its Monday, for a day `2026-11-22`."""
+    moment = date.fromisoformat(day)
+    year, number, weekday = moment.isocalendar()
+    monday = moment - timedelta(days=weekday - 1)
+    return f"{year}-W{number:02d}", f"{monday.isoformat()}T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -267,10 +271,10 @@ class _Protection:
         )
 
 
-def _expiry_reason(first: list[PeriodStart], started: str, windows: dict[Tier, timedelta]) -> str:
+def _expiry_reason(first: list[PeriodStart], started: str, window_text: dict[Tier, str]) -> str:
     if first:
         tier, key, _ = first[0]
-        return f"{tier} slot {key} is older than {format_duration(windows[tier])}"
+        return f"{tier} slot {key} is older than {window_text[tier]}"
     return f"not the first completed backup of hour {started[:13]}"
 
 
