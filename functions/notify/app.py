@@ -1,7 +1,7 @@
 """notify Lambda: posts CloudWatch alarm state changes on the alerts topic to Slack.
 
 Runs publish their own notices to SNS and Slack; this function skips those, so nothing is
-posted twice (the route is described in drsentry.jobs.notify.job).
+posted twice (the route is described in drsentry.jobs.notify).
 """
 
 from aws_lambda_powertools.utilities.parser import event_parser
@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from drsentry.core.observability import logger, metrics, tracer
 from drsentry.jobs.lambda_container import LambdaContainer
-from drsentry.jobs.notify.job import TopicOutcome, handle_topic_message
+from drsentry.jobs.notify.topic import TopicOutcome, handle_topic_message
 
 # The Slack webhook secret stays cached with the container's clients: one read, not one per alarm.
 container = LambdaContainer()

@@ -134,7 +134,7 @@ def instrument_backup() -> Callable[[Any, Any], Any]:
     from drsentry.adapters.table.locks import RunLocks
     from drsentry.jobs.backup import dump
     from drsentry.jobs.backup import job as backup
-    from drsentry.jobs.notify.job import Notifier
+    from drsentry.jobs.notify.notifier import Notifier
 
     timed(backup, "run_scheduled_backup", "total (run_scheduled_backup)")
     timed(backup, "backup_target", "backup_target")
@@ -168,7 +168,7 @@ def instrument_verify() -> Callable[[Any, Any], Any]:
     from drsentry.adapters.table import Catalog
     from drsentry.adapters.table.locks import RunLocks
     from drsentry.adapters.table.verifications import VerificationLog
-    from drsentry.jobs.notify.job import Notifier
+    from drsentry.jobs.notify.notifier import Notifier
     from drsentry.jobs.verify import checks, job, run, scratch
 
     timed(job, "run_scheduled_verify", "total (run_scheduled_verify)")

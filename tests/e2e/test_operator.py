@@ -26,7 +26,7 @@ from psycopg import sql
 from typer.testing import CliRunner
 
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 from drsentry.operator.provenance import database_location, drsentry_version
 
 pytestmark = pytest.mark.e2e

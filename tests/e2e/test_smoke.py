@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 import drsentry.core.observability  # noqa: F401
 from drsentry.core.config import SmokeCheck, dump_config, parse_config
 from drsentry.local.sample import create_sample_database, drop_database, with_dbname
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 from drsentry.operator.provenance import database_location, drsentry_version
 from drsentry.operator.smoke import run_http_check
 

@@ -24,7 +24,8 @@ from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config, dump_config, parse_config
 from drsentry.core.observability import logger as drsentry_logger
 from drsentry.core.records import RunNotice
-from drsentry.jobs.notify.job import Notifier, handle_topic_message
+from drsentry.jobs.notify.notifier import Notifier
+from drsentry.jobs.notify.topic import handle_topic_message
 from drsentry.local.provision import provision
 from drsentry.local.slack_sink import SlackSink
 

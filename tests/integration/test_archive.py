@@ -47,7 +47,7 @@ from drsentry.jobs.archive.report import MAX_RESULT_ROWS, DecisionRow, result_ro
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.backup.rules import object_keys
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from drsentry.core.errors import CatalogWriteFailed
 from drsentry.core.events import ScheduledEvent
 from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
 from drsentry.jobs.runtime import build_runtime
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = pytest.mark.integration
 FEW_ATTEMPTS = 3

@@ -30,7 +30,7 @@ from drsentry.jobs.replication.copy import copy_object, replicate_backup
 from drsentry.jobs.replication.job import latest_replication_check, run_scheduled_replication_check
 from drsentry.jobs.replication.report import ReplicationReport
 from drsentry.jobs.runtime import Runtime, build_runtime
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = [
     pytest.mark.integration,

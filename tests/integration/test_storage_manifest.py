@@ -38,7 +38,7 @@ from drsentry.jobs.storage_manifest.write import write_manifest
 from drsentry.jobs.verify.job import verify_target
 from drsentry.local.provision import provision
 from drsentry.local.sample import create_sample_database, drop_database
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = pytest.mark.integration
 

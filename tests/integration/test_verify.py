@@ -27,7 +27,7 @@ from drsentry.jobs.runtime import Runtime, build_runtime
 from drsentry.jobs.verify.job import verify_backup, verify_target
 from drsentry.jobs.verify.rules import TIMEOUT_MARGIN_SECONDS, scratch_database_name
 from drsentry.local.embedded_pg import free_port
-from drsentry.operator.cli import app
+from drsentry.operator.cli.app import app
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from drsentry.adapters import aws_errors
 from drsentry.adapters.aws import AwsClients
 from drsentry.adapters.sns import Topic
 from drsentry.core.errors import NotificationError
-from drsentry.operator.cli import cli_errors
+from drsentry.operator.cli.app import cli_errors
 
 
 def client_error(code: str, message: str = "", operation: str = "GetObject") -> ClientError:

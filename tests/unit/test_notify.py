@@ -11,13 +11,8 @@ import pytest
 from drsentry.adapters.slack import SlackWebhook, format_alarm, format_notice, human_duration, webhook_url
 from drsentry.core.errors import CredentialsError
 from drsentry.core.records import RunNotice, iso
-from drsentry.jobs.notify.job import (
-    AlertState,
-    decide,
-    handle_topic_message,
-    next_state,
-    sns_subject,
-)
+from drsentry.jobs.notify.rules import AlertState, decide, next_state, sns_subject
+from drsentry.jobs.notify.topic import handle_topic_message
 
 NOW = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 SIX_HOURS = timedelta(hours=6)

@@ -40,7 +40,7 @@ from drsentry.core import observability
 from drsentry.core.config import parse_config
 from drsentry.core.events import parse_scheduled_event
 from drsentry.jobs.lambda_container import CONFIG_PARAM_ENV
-from drsentry.jobs.notify.job import NO_TARGET
+from drsentry.jobs.notify.topic import NO_TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -30,7 +30,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import zstandard
@@ -226,25 +226,10 @@ def stream_restore(
     object or pg_restore got wrong is returned in the outcome instead.
     """
     outcome = RestoreOutcome(bucket=bucket, key=key)
-    dsn_without_password, env = pg_environment(dsn, application_name)
-    env["PGOPTIONS"] = session_options(session_settings, env.get("PGOPTIONS", ""))
-    command = [
-        str(pg_restore.path),
-        "--no-owner",
-        "--no-privileges",
-        "--exit-on-error",
-        "--no-password",
-        *options,
-        f"--dbname={dsn_without_password}",
-    ]
+    command, env = _pg_restore_command(pg_restore, dsn, options, application_name, session_settings)
     chunks = store.iter_chunks(bucket, key)  # opened lazily: a missing object raises on first next()
     started = time.monotonic()
-    try:
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-        )
-    except OSError as exc:
-        raise PgToolsError(f"cannot start {pg_restore.path}: {exc.strerror or exc}") from exc
+    process = _start(command, env, pg_restore)
     assert process.stdin is not None and process.stderr is not None
     stderr = StderrCollector(process.stderr, "pg_restore")
     stderr.start()
@@ -253,30 +238,8 @@ def stream_restore(
     watchdog.start()
     feeder = _Feeder(process)
     feeder.start()
-    digest = hashlib.sha256()
-    decoder = _ZstdFrames()
     try:
-        for chunk in chunks:
-            digest.update(chunk)
-            outcome.size_bytes += len(chunk)
-            if watchdog.fired.is_set():
-                raise RestoreTimedOut(_timed_out(started, outcome.size_bytes))
-            if outcome.archive_error is not None:
-                continue  # still hashing to the last byte, for the checksum check
-            outcome.archive_error = _decode(chunk, decoder, feeder, outcome.size_bytes)
-            if outcome.archive_error is not None:
-                _stop(process)
-        feeder.finish()
-        outcome.sha256 = digest.hexdigest()
-        outcome.frames = decoder.frames
-        if outcome.archive_error is None and not decoder.complete:
-            outcome.archive_error = (
-                f"truncated: the zstd stream ends mid-frame after {outcome.size_bytes:,} bytes"
-                if outcome.size_bytes
-                else "the object is empty"
-            )
-            # What pg_restore received so far is only part of the archive; do not let it finish.
-            _stop(process)
+        _feed_archive(chunks, outcome, process=process, feeder=feeder, watchdog=watchdog, started=started)
         with contextlib.suppress(BrokenPipeError):  # pg_restore already exited; its exit code tells why
             process.stdin.close()
         outcome.pg_restore_exit = _wait(process, watchdog, started, outcome.size_bytes)
@@ -303,6 +266,76 @@ def stream_restore(
         },
     )
     return outcome
+
+
+def _pg_restore_command(
+    pg_restore: PgTool,
+    dsn: str,
+    options: Sequence[str],
+    application_name: str,
+    session_settings: Mapping[str, str],
+) -> tuple[list[str], dict[str, str]]:
+    """pg_restore's command line and environment: the password in PGPASSWORD, never in the command."""
+    dsn_without_password, env = pg_environment(dsn, application_name)
+    env["PGOPTIONS"] = session_options(session_settings, env.get("PGOPTIONS", ""))
+    command = [
+        str(pg_restore.path),
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+        "--no-password",
+        *options,
+        f"--dbname={dsn_without_password}",
+    ]
+    return command, env
+
+
+def _start(command: list[str], env: dict[str, str], pg_restore: PgTool) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+    except OSError as exc:
+        raise PgToolsError(f"cannot start {pg_restore.path}: {exc.strerror or exc}") from exc
+
+
+def _feed_archive(
+    chunks: Iterable[bytes],
+    outcome: RestoreOutcome,
+    *,
+    process: subprocess.Popen[bytes],
+    feeder: _Feeder,
+    watchdog: _Watchdog,
+    started: float,
+) -> None:
+    """The one pass over the object: every byte hashed, the decoded archive queued for pg_restore.
+
+    An unreadable archive stops pg_restore at once, but not the download: the caller compares
+    the object's size and SHA-256 with the catalog's to name the real cause.
+    """
+    digest = hashlib.sha256()
+    decoder = _ZstdFrames()
+    for chunk in chunks:
+        digest.update(chunk)
+        outcome.size_bytes += len(chunk)
+        if watchdog.fired.is_set():
+            raise RestoreTimedOut(_timed_out(started, outcome.size_bytes))
+        if outcome.archive_error is not None:
+            continue  # still hashing to the last byte, for the checksum check
+        outcome.archive_error = _decode(chunk, decoder, feeder, outcome.size_bytes)
+        if outcome.archive_error is not None:
+            _stop(process)
+    feeder.finish()
+    outcome.sha256 = digest.hexdigest()
+    outcome.frames = decoder.frames
+    if outcome.archive_error is None and not decoder.complete:
+        outcome.archive_error = (
+            f"truncated: the zstd stream ends mid-frame after {outcome.size_bytes:,} bytes"
+            if outcome.size_bytes
+            else "the object is empty"
+        )
+        # What pg_restore received so far is only part of the archive; do not let it finish.
+        _stop(process)
 
 
 def session_options(settings: Mapping[str, str], existing: str = "") -> str:

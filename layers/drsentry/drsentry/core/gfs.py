@@ -147,95 +147,135 @@ def plan_retention(
     """
     windows = {tier: getattr(retention, tier) for tier in TIERS_BY_RANK}
     cutoffs = {tier: iso(now - window) for tier, window in windows.items()}
-    rpo_cutoff = iso(now - rpo)
-    now_text = iso(now)
+    window_text = {tier: format_duration(window) for tier, window in windows.items()}
 
     completed = [record for record in backups if record.status == "completed"]
     ignored = len(backups) - len(completed)
     # Sorting the records themselves (not (key, record) tuples) keeps 100,000 rows from
     # leaving 100,000 extra containers for the garbage collector to walk.
     completed.sort(key=lambda record: (_second_precision(record.started_at), record.backup_id))
+    protection = _Protection.of(completed, verified_success, now=now, rpo=rpo)
 
-    protected: dict[str, str] = {}
-    if completed:
-        protected[completed[-1].backup_id] = "newest completed backup"
-    newest_verified = next(
-        (record.backup_id for record in reversed(completed) if record.backup_id in verified_success), None
-    )
-    if newest_verified is not None:
-        protected.setdefault(newest_verified, "newest backup that verified success")
-    rpo_reason = f"younger than the RPO ({format_duration(rpo)})"
-
-    # The hot loop: plain locals and set lookups, no per-row dicts.
-    seen_month: set[str] = set()
-    seen_week: set[str] = set()
-    seen_day: set[str] = set()
-    seen_hour: set[str] = set()
-    weeks: dict[str, tuple[str, str]] = {}
+    periods = _FirstOfPeriod()
     decisions: list[RetentionDecision] = []
     for record in completed:
         started = _second_precision(record.started_at)
         backup_id = record.backup_id
-        hour = started[:13]
-        if hour in seen_hour:
-            first: list[tuple[Tier, str, str]] = []
-        else:
-            seen_hour.add(hour)
-            day = started[:10]
-            month = started[:7]
-            cached = weeks.get(day)
-            if cached is None:
-                moment = date.fromisoformat(day)
-                year, number, weekday = moment.isocalendar()
-                monday = moment - timedelta(days=weekday - 1)
-                cached = weeks[day] = (f"{year}-W{number:02d}", f"{monday.isoformat()}T00:00:00Z")
-            week, week_start = cached
-            # A new hour is the only place a new day, week or month can start.
-            # (tier, slot key, start of the period)
-            first = []
-            if month not in seen_month:
-                seen_month.add(month)
-                first.append(("monthly", month, f"{month}-01T00:00:00Z"))
-            if week not in seen_week:
-                seen_week.add(week)
-                first.append(("weekly", week, week_start))
-            if day not in seen_day:
-                seen_day.add(day)
-                first.append(("daily", day, f"{day}T00:00:00Z"))
-            first.append(("hourly", hour, f"{hour}:00:00Z"))
-            held = tuple(f"{tier} {key}" for tier, key, begins in first if begins > cutoffs[tier])
-            if held:
-                wants_copy = archive_enabled and held[0].startswith("monthly ") and not is_archived(record)
-                decisions.append(
-                    RetentionDecision(backup_id, started, "archive" if wants_copy else "keep", held)
-                )
-                continue
-
-        reason = protected.get(backup_id) or (
-            rpo_reason if started > rpo_cutoff else _lock_reason(record, now_text)
+        first = periods.begun_by(started)
+        held = (
+            tuple(f"{tier} {key}" for tier, key, begins in first if begins > cutoffs[tier]) if first else ()
         )
+        if held:
+            wants_copy = archive_enabled and held[0].startswith("monthly ") and not is_archived(record)
+            decisions.append(RetentionDecision(backup_id, started, "archive" if wants_copy else "keep", held))
+            continue
+        reason = protection.reason(record, started)
         if reason:
             decisions.append(RetentionDecision(backup_id, started, "keep", (), reason))
-        elif first:
-            tier, key, _ = first[0]
-            decisions.append(
-                RetentionDecision(
-                    backup_id,
-                    started,
-                    "expire",
-                    (),
-                    f"{tier} slot {key} is older than {format_duration(windows[tier])}",
-                )
-            )
         else:
             decisions.append(
                 RetentionDecision(
-                    backup_id, started, "expire", (), f"not the first completed backup of hour {hour}"
+                    backup_id, started, "expire", (), _expiry_reason(first, started, window_text)
                 )
             )
 
     decisions.reverse()
-    return RetentionPlan(planned_at=now_text, decisions=decisions, ignored=ignored)
+    return RetentionPlan(planned_at=iso(now), decisions=decisions, ignored=ignored)
+
+
+# (tier, slot key, start of the period as catalog text)
+PeriodStart = tuple[Tier, str, str]
+
+
+class _FirstOfPeriod:
+    """Which periods each backup, fed in time order, is the first completed backup of.
+
+    The hot loop: plain sets and string slices of `started_at`, no per-row dicts. A new hour is
+    the only place a new day can start, and a new day the only place a new week or month can,
+    so the ISO week is computed once per day.
+    """
+
+    def __init__(self) -> None:
+        self._months: set[str] = set()
+        self._weeks: set[str] = set()
+        self._days: set[str] = set()
+        self._hours: set[str] = set()
+
+    def begun_by(self, started: str) -> list[PeriodStart]:
+        """The periods (longest first) whose first completed backup started at `started`;
+        empty when its hour already has one."""
+        hour = started[:13]
+        if hour in self._hours:
+            return []
+        self._hours.add(hour)
+        this_hour: PeriodStart = ("hourly", hour, f"{hour}:00:00Z")
+        day = started[:10]
+        if day in self._days:
+            return [this_hour]
+        self._days.add(day)
+        first: list[PeriodStart] = []
+        month = started[:7]
+        if month not in self._months:
+            self._months.add(month)
+            first.append(("monthly", month, f"{month}-01T00:00:00Z"))
+        week, week_start = _iso_week(day)
+        if week not in self._weeks:
+            self._weeks.add(week)
+            first.append(("weekly", week, week_start))
+        first.append(("daily", day, f"{day}T00:00:00Z"))
+        first.append(this_hour)
+        return first
+
+
+def _iso_week(day: str) -> tuple[str, str]:
+    """`2026-W47` and the start of its Monday, for a day `2026-11-22`."""
+    moment = date.fromisoformat(day)
+    year, number, weekday = moment.isocalendar()
+    monday = moment - timedelta(days=weekday - 1)
+    return f"{year}-W{number:02d}", f"{monday.isoformat()}T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class _Protection:
+    """Why a backup that fills no slot is kept all the same."""
+
+    by_id: dict[str, str]  # the newest completed backup, the newest that verified success
+    rpo_cutoff: str
+    rpo_reason: str
+    now_text: str
+
+    @classmethod
+    def of(
+        cls,
+        completed: Sequence[BackupRecord],
+        verified_success: Collection[str],
+        *,
+        now: datetime,
+        rpo: timedelta,
+    ) -> _Protection:
+        """`completed` oldest first."""
+        by_id: dict[str, str] = {}
+        if completed:
+            by_id[completed[-1].backup_id] = "newest completed backup"
+        newest_verified = next(
+            (record.backup_id for record in reversed(completed) if record.backup_id in verified_success), None
+        )
+        if newest_verified is not None:
+            by_id.setdefault(newest_verified, "newest backup that verified success")
+        return cls(by_id, iso(now - rpo), f"younger than the RPO ({format_duration(rpo)})", iso(now))
+
+    def reason(self, record: BackupRecord, started: str) -> str:
+        """Why `record` (started at `started`, catalog text) is kept; empty when nothing protects it."""
+        return self.by_id.get(record.backup_id) or (
+            self.rpo_reason if started > self.rpo_cutoff else _lock_reason(record, self.now_text)
+        )
+
+
+def _expiry_reason(first: list[PeriodStart], started: str, window_text: dict[Tier, str]) -> str:
+    if first:
+        tier, key, _ = first[0]
+        return f"{tier} slot {key} is older than {window_text[tier]}"
+    return f"not the first completed backup of hour {started[:13]}"
 
 
 def _lock_reason(record: BackupRecord, now_text: str) -> str:

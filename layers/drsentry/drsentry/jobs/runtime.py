@@ -22,7 +22,7 @@ from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config
 from drsentry.core.deadlines import Remaining, lambda_deadline, no_deadline
 from drsentry.core.records import RunNotice, utc_now
-from drsentry.jobs.notify.job import Notifier as SnsSlackNotifier
+from drsentry.jobs.notify.notifier import Notifier as SnsSlackNotifier
 
 
 class Notifier(Protocol):

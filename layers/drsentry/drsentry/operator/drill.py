@@ -26,7 +26,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +35,7 @@ from pydantic import BaseModel, Field
 
 from drsentry.core.config import TargetConfig
 from drsentry.core.errors import BadInput, CredentialsError
-from drsentry.core.records import Check, VerificationRecord, iso
+from drsentry.core.records import BackupRecord, Check, VerificationRecord, iso
 from drsentry.jobs.backup.job import backup_target
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.job import verify_backup
@@ -166,12 +167,7 @@ def run_drill(
     """Back up, restore into scratch, verify, measure (and run the smoke checks). Never raises
     for what it finds. `config_file`: the configuration's file, whose digest the report carries."""
     phase = on_phase or (lambda _text: None)
-    config = runtime.config
-    target = config.target(target_name)
-    if target.verify is None:
-        raise BadInput(f"target {target_name!r} has no verify section: a drill needs a scratch server")
-    if smoke and not target.smoke:
-        raise BadInput(f"--smoke: target {target_name!r} has no smoke checks configured (targets[].smoke)")
+    target = _drillable(runtime.config.target(target_name), smoke=smoke)
     smoke_results: list[SmokeResult] = []
 
     def run_smoke(restored_dsn: str) -> None:
@@ -180,6 +176,55 @@ def run_drill(
 
     started_at = runtime.clock()
     started = time.monotonic()
+    run = _back_up_and_verify(runtime, target_name, phase, after_restore=run_smoke if smoke else None)
+    finished_at = runtime.clock()
+    report = _measured_report(
+        runtime,
+        target,
+        run,
+        started_at=started_at,
+        finished_at=finished_at,
+        total_seconds=round(time.monotonic() - started, 3),
+        smoke=smoke_results if smoke else None,
+        config_file=config_file,
+    )
+    _judge(report, run)
+    return report
+
+
+def _drillable(target: TargetConfig, *, smoke: bool) -> TargetConfig:
+    """The target, when it can be drilled as asked; BadInput naming what its config lacks."""
+    if target.verify is None:
+        raise BadInput(f"target {target.name!r} has no verify section: a drill needs a scratch server")
+    if smoke and not target.smoke:
+        raise BadInput(f"--smoke: target {target.name!r} has no smoke checks configured (targets[].smoke)")
+    return target
+
+
+@dataclass(frozen=True)
+class _DrillRun:
+    """What the drill did: the backup it took and the verification of that backup."""
+
+    previous: BackupRecord | None  # the newest completed backup before the drill: the RPO's basis
+    backup: BackupRecord
+    backup_seconds: float
+    verification: VerificationRecord | None  # None when the backup failed
+    verify_seconds: float | None
+
+    def restored(self) -> bool:
+        return self.verification is not None and any(
+            check.name == "restore" and check.status == "passed" for check in self.verification.checks
+        )
+
+
+def _back_up_and_verify(
+    runtime: Runtime,
+    target_name: str,
+    phase: Callable[[str], None],
+    *,
+    after_restore: Callable[[str], None] | None,
+) -> _DrillRun:
+    """The same code as the scheduled functions: `backup_target`, then `verify_backup` on that backup."""
     previous = runtime.catalog.latest_completed(target_name)
 
     phase(f"backing up {target_name}")
@@ -192,35 +237,48 @@ def run_drill(
     if backup.status == "completed":
         phase(f"restoring {backup.backup_id} into scratch and verifying")
         verify_started = time.monotonic()
-        verification = verify_backup(runtime, target_name, backup, after_restore=run_smoke if smoke else None)
+        verification = verify_backup(runtime, target_name, backup, after_restore=after_restore)
         verify_seconds = time.monotonic() - verify_started
+    return _DrillRun(previous, backup, backup_seconds, verification, verify_seconds)
 
+
+def _measured_report(
+    runtime: Runtime,
+    target: TargetConfig,
+    run: _DrillRun,
+    *,
+    started_at: datetime,
+    finished_at: datetime,
+    total_seconds: float,
+    smoke: list[SmokeResult] | None,
+    config_file: Path | None,
+) -> DrillReport:
+    """What the drill measured, against the RPO and RTO; its status and issues are judged after."""
+    config = runtime.config
+    backup, verification = run.backup, run.verification
     rto = config.rto.total_seconds()
     rpo = config.rpo.total_seconds()
     restore_seconds = verification.restore_seconds if verification else None
-    restored = verification is not None and any(
-        check.name == "restore" and check.status == "passed" for check in verification.checks
-    )
-    if previous is not None:
-        rpo_measured: float | None = max((started_at - previous.started).total_seconds(), 0.0)
-        rpo_basis = f"the newest backup before the drill ({previous.backup_id})"
+    restored = run.restored()
+    if run.previous is not None:
+        rpo_measured: float | None = max((started_at - run.previous.started).total_seconds(), 0.0)
+        rpo_basis = f"the newest backup before the drill ({run.previous.backup_id})"
     else:
         rpo_measured = None
         rpo_basis = "no completed backup existed before the drill"
-    finished_at = runtime.clock()
-    report = DrillReport(
-        target=target_name,
+    return DrillReport(
+        target=target.name,
         status="FAIL",
         started_at=iso(started_at),
         finished_at=iso(finished_at),
-        total_seconds=round(time.monotonic() - started, 3),
+        total_seconds=total_seconds,
         backup_id=backup.backup_id,
         backup_status=backup.status,
-        backup_seconds=round(backup.duration_seconds or backup_seconds, 3),
+        backup_seconds=round(backup.duration_seconds or run.backup_seconds, 3),
         backup_size_bytes=backup.size_bytes,
         verification_id=verification.id if verification else None,
         verification_status=verification.status if verification else None,
-        verify_seconds=round(verify_seconds, 3) if verify_seconds is not None else None,
+        verify_seconds=round(run.verify_seconds, 3) if run.verify_seconds is not None else None,
         restore_seconds=restore_seconds,
         checks_passed=verification.checks_passed if verification else 0,
         checks_total=(verification.checks_passed + verification.checks_failed) if verification else 0,
@@ -234,9 +292,9 @@ def run_drill(
         rpo_measured_seconds=round(rpo_measured, 1) if rpo_measured is not None else None,
         rpo_met=(rpo_measured <= rpo) if rpo_measured is not None else None,
         rpo_basis=rpo_basis,
-        history=history(runtime, target_name),
+        history=history(runtime, target.name),
         next_drill_by=(finished_at + NEXT_DRILL_AFTER).date().isoformat(),
-        smoke=smoke_results if smoke else None,
+        smoke=smoke,
         context=RunContext(
             source=drill_source(runtime, target),
             drsentry_version=drsentry_version(),
@@ -244,22 +302,26 @@ def run_drill(
             config_digest=config_digest(config, config_file),
         ),
     )
+
+
+def _judge(report: DrillReport, run: _DrillRun) -> None:
+    """The report's issues, PASS or FAIL, and recommendations, from what it measured."""
+    backup = run.backup
     if backup.status != "completed":
         report.backup_status = backup.status
         report.issues = [f"backup {backup.backup_id} failed: {backup.error}"]
     else:
-        report.issues = drill_issues(report, verification)
-    if previous is None:
+        report.issues = drill_issues(report, run.verification)
+    if run.previous is None:
         report.issues.append("RPO not measured: no completed backup existed before the drill")
-    if smoke:
-        report.issues += smoke_issues(smoke_results)
+    if report.smoke is not None:
+        report.issues += smoke_issues(report.smoke)
     report.status = drill_status(
         report.backup_status, report.verification_status, report.rto_met, report.rpo_met
     )
-    if smoke and (not smoke_results or smoke_failures(smoke_results)):
+    if report.smoke is not None and (not report.smoke or smoke_failures(report.smoke)):
         report.status = "FAIL"
     report.recommendations = drill_recommendations(report)
-    return report
 
 
 def drill_source(runtime: Runtime, target: TargetConfig) -> str:

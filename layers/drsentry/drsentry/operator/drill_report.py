@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
@@ -309,104 +310,186 @@ def svg_chart(
     """An inline SVG bar or line chart: y axis with round ticks, gridlines, the first and last x
     labels, an optional dashed threshold line (drawn when it fits the scale, else noted), and a
     red cross where a verification failed without a value. `title` labels it for screen readers."""
-    left, right, top, bottom = 52, 12, 22, 30
-    plot_width, plot_height = width - left - right, height - top - bottom
-    present = [value for value in values if value is not None]
-    largest = max(present, default=0.0)
+    largest = max((value for value in values if value is not None), default=0.0)
     threshold_fits = threshold is not None and threshold <= max(largest, 1e-9) * 3
-    scale_top = axis_top(max(largest, threshold if threshold_fits and threshold else 0.0))
-    base = top + plot_height
+    plot = _Plot(
+        width=width,
+        height=height,
+        count=len(values),
+        scale_top=axis_top(max(largest, threshold if threshold_fits and threshold else 0.0)),
+    )
+    statuses = statuses or [""] * len(values)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(title)}" class="chart">'
+        f'aria-label="{escape(title)}" class="chart">',
+        *_y_axis(plot, unit),
+        *_failed_marks(plot, values, labels, statuses, unit),
     ]
-    for index in range(TICKS + 1):
-        y = base - plot_height * index / TICKS
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_width}" y2="{y:.1f}" class="grid"/>')
-        parts.append(
-            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
-            f"{escape(_tick_label(scale_top * index / TICKS, unit))}</text>"
-        )
-    count = len(values)
-    if count == 0:
-        parts.append(
-            f'<text x="{left + plot_width / 2}" y="{top + plot_height / 2}" text-anchor="middle" '
-            'class="axis">no verifications yet</text>'
-        )
-    slot = plot_width / max(count, 1)
-
-    def x_of(index: int) -> float:
-        return left + slot * index + slot / 2
-
-    def y_of(value: float) -> float:
-        return base - plot_height * value / scale_top
-
-    for index, value in enumerate(values):
-        status = statuses[index] if statuses else ""
-        if value is None and status == "failure":
-            x = x_of(index)
-            parts.append(
-                f'<text x="{x:.1f}" y="{base - 4:.1f}" text-anchor="middle" class="failed-mark">×<title>'
-                f"{escape(labels[index])}: verification failed, no {escape(unit)} measured</title></text>"
-            )
     if kind == "bar":
-        bar = min(BAR_WIDTH, slot * 0.7)
-        for index, value in enumerate(values):
-            if value is None:
-                continue
-            status = statuses[index] if statuses else ""
-            fill = STATUS_COLOURS.get(status, colour)
-            y = y_of(value)
-            parts.append(
-                f'<rect x="{x_of(index) - bar / 2:.1f}" y="{y:.1f}" width="{bar:.1f}" '
-                f'height="{max(base - y, 1.0):.1f}" rx="2" fill="{fill}">'
-                f"<title>{escape(labels[index])}: {value:g} {unit} ({escape(status)})</title></rect>"
-            )
+        parts += _bars(plot, values, labels, statuses, unit=unit, colour=colour)
     else:
-        indexed = [(index, value) for index, value in enumerate(values) if value is not None]
-        if indexed:
-            path = " ".join(f"{x_of(index):.1f},{y_of(value):.1f}" for index, value in indexed)
-            first, last = x_of(indexed[0][0]), x_of(indexed[-1][0])
-            parts.append(
-                f'<polygon points="{first:.1f},{base} {path} {last:.1f},{base}" '
-                f'fill="{colour}" opacity="0.12"/>'
-            )
-            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-            for index, value in indexed:
-                parts.append(
-                    f'<circle cx="{x_of(index):.1f}" cy="{y_of(value):.1f}" r="3.5" fill="#fff" '
-                    f'stroke="{colour}" stroke-width="2">'
-                    f"<title>{escape(labels[index])}: {value:g} {unit}</title></circle>"
-                )
-    if threshold is not None and threshold_fits:
-        y = y_of(threshold)
-        parts.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_width}" y2="{y:.1f}" class="threshold"/>'
-        )
-        parts.append(
-            f'<text x="{left + plot_width}" y="{y - 5:.1f}" text-anchor="end" class="threshold-label">'
-            f"{escape(threshold_label)}</text>"
-        )
-    elif threshold is not None:
-        parts.append(
-            f'<text x="{left + plot_width}" y="12" text-anchor="end" class="threshold-label">'
-            f"{escape(threshold_label)}: far above this scale</text>"
-        )
-    if count:
-        # The first label starts at its bar and the last ends at its bar, so neither is cut off.
-        anchor = "middle" if count == 1 else "start"
-        x_first = x_of(0) - (0 if count == 1 else slot / 2)
-        parts.append(
-            f'<text x="{x_first:.1f}" y="{height - 8}" text-anchor="{anchor}" class="axis x-label">'
-            f"{escape(labels[0])}</text>"
-        )
-        if count > 1:
-            parts.append(
-                f'<text x="{x_of(count - 1) + slot / 2:.1f}" y="{height - 8}" text-anchor="end" '
-                f'class="axis x-label">{escape(labels[-1])}</text>'
-            )
+        parts += _line(plot, values, labels, unit=unit, colour=colour)
+    if threshold is not None:
+        parts += _threshold(plot, threshold, threshold_label, fits=threshold_fits)
+    parts += _x_labels(plot, labels)
     parts.append("</svg>")
     return "".join(parts)
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """A chart's geometry: the plot area inside the margins, one slot per value, `scale_top` at the top."""
+
+    width: int
+    height: int
+    count: int
+    scale_top: float
+    left: int = 52
+    right: int = 12
+    top: int = 22
+    bottom: int = 30
+
+    @property
+    def plot_width(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def plot_height(self) -> int:
+        return self.height - self.top - self.bottom
+
+    @property
+    def base(self) -> int:
+        """The y of the x axis."""
+        return self.top + self.plot_height
+
+    @property
+    def slot(self) -> float:
+        return self.plot_width / max(self.count, 1)
+
+    def x_of(self, index: int) -> float:
+        return self.left + self.slot * index + self.slot / 2
+
+    def y_of(self, value: float) -> float:
+        return self.base - self.plot_height * value / self.scale_top
+
+
+def _y_axis(plot: _Plot, unit: str) -> list[str]:
+    """Gridlines with round tick labels; a note in the middle when there is nothing to plot."""
+    parts = []
+    for index in range(TICKS + 1):
+        y = plot.base - plot.plot_height * index / TICKS
+        parts.append(
+            f'<line x1="{plot.left}" y1="{y:.1f}" x2="{plot.left + plot.plot_width}" y2="{y:.1f}" '
+            'class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{plot.left - 8}" y="{y + 4:.1f}" text-anchor="end" class="axis">'
+            f"{escape(_tick_label(plot.scale_top * index / TICKS, unit))}</text>"
+        )
+    if plot.count == 0:
+        parts.append(
+            f'<text x="{plot.left + plot.plot_width / 2}" y="{plot.top + plot.plot_height / 2}" '
+            'text-anchor="middle" class="axis">no verifications yet</text>'
+        )
+    return parts
+
+
+def _failed_marks(
+    plot: _Plot, values: Sequence[float | None], labels: Sequence[str], statuses: Sequence[str], unit: str
+) -> list[str]:
+    """A red cross on the axis where a verification failed without a value to plot."""
+    return [
+        f'<text x="{plot.x_of(index):.1f}" y="{plot.base - 4:.1f}" text-anchor="middle" '
+        f'class="failed-mark">×<title>{escape(labels[index])}: '
+        f"verification failed, no {escape(unit)} measured</title></text>"
+        for index, value in enumerate(values)
+        if value is None and statuses[index] == "failure"
+    ]
+
+
+def _bars(
+    plot: _Plot,
+    values: Sequence[float | None],
+    labels: Sequence[str],
+    statuses: Sequence[str],
+    *,
+    unit: str,
+    colour: str,
+) -> list[str]:
+    """One bar per value, coloured by its verification's status."""
+    bar = min(BAR_WIDTH, plot.slot * 0.7)
+    parts = []
+    for index, value in enumerate(values):
+        if value is None:
+            continue
+        status = statuses[index]
+        fill = STATUS_COLOURS.get(status, colour)
+        y = plot.y_of(value)
+        parts.append(
+            f'<rect x="{plot.x_of(index) - bar / 2:.1f}" y="{y:.1f}" width="{bar:.1f}" '
+            f'height="{max(plot.base - y, 1.0):.1f}" rx="2" fill="{fill}">'
+            f"<title>{escape(labels[index])}: {value:g} {unit} ({escape(status)})</title></rect>"
+        )
+    return parts
+
+
+def _line(
+    plot: _Plot, values: Sequence[float | None], labels: Sequence[str], unit: str, colour: str
+) -> list[str]:
+    """A line through the values (gaps skipped), a light area under it and a dot per value."""
+    indexed = [(index, value) for index, value in enumerate(values) if value is not None]
+    if not indexed:
+        return []
+    path = " ".join(f"{plot.x_of(index):.1f},{plot.y_of(value):.1f}" for index, value in indexed)
+    first, last = plot.x_of(indexed[0][0]), plot.x_of(indexed[-1][0])
+    parts = [
+        f'<polygon points="{first:.1f},{plot.base} {path} {last:.1f},{plot.base}" '
+        f'fill="{colour}" opacity="0.12"/>',
+        f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>',
+    ]
+    for index, value in indexed:
+        parts.append(
+            f'<circle cx="{plot.x_of(index):.1f}" cy="{plot.y_of(value):.1f}" r="3.5" fill="#fff" '
+            f'stroke="{colour}" stroke-width="2">'
+            f"<title>{escape(labels[index])}: {value:g} {unit}</title></circle>"
+        )
+    return parts
+
+
+def _threshold(plot: _Plot, threshold: float, label: str, *, fits: bool) -> list[str]:
+    """A dashed line at the threshold when it fits the scale; else a note that it is far above."""
+    right_edge = plot.left + plot.plot_width
+    if not fits:
+        return [
+            f'<text x="{right_edge}" y="12" text-anchor="end" class="threshold-label">'
+            f"{escape(label)}: far above this scale</text>"
+        ]
+    y = plot.y_of(threshold)
+    return [
+        f'<line x1="{plot.left}" y1="{y:.1f}" x2="{right_edge}" y2="{y:.1f}" class="threshold"/>',
+        f'<text x="{right_edge}" y="{y - 5:.1f}" text-anchor="end" class="threshold-label">'
+        f"{escape(label)}</text>",
+    ]
+
+
+def _x_labels(plot: _Plot, labels: Sequence[str]) -> list[str]:
+    """The first and the last label: the first starts at its bar and the last ends at its bar, so
+    neither is cut off."""
+    count = plot.count
+    if not count:
+        return []
+    anchor = "middle" if count == 1 else "start"
+    x_first = plot.x_of(0) - (0 if count == 1 else plot.slot / 2)
+    parts = [
+        f'<text x="{x_first:.1f}" y="{plot.height - 8}" text-anchor="{anchor}" class="axis x-label">'
+        f"{escape(labels[0])}</text>"
+    ]
+    if count > 1:
+        parts.append(
+            f'<text x="{plot.x_of(count - 1) + plot.slot / 2:.1f}" y="{plot.height - 8}" text-anchor="end" '
+            f'class="axis x-label">{escape(labels[-1])}</text>'
+        )
+    return parts
 
 
 # HTML --------------------------------------------------------------------------------------
@@ -497,11 +580,106 @@ def _objective(name: str, measured: float | None, target: float, met: bool | Non
 
 
 def render_html(report: DrillReport) -> str:
+    # The page stays one template below, read top to bottom as the browser shows it; each of its
+    # parts that takes more than a line is built by a helper above or below.
     points = report.history
-    labels = time_labels([point.verified_at for point in points])
+    restore_chart, size_chart = _charts(report)
+    issues = _html_list(report.issues, "issues", '<p class="none">No issues.</p>')
+    recommendations = _html_list(
+        report.recommendations,
+        "advice",
+        '<p class="none">None: every objective held with margin and every check passed.</p>',
+    )
+    smoke_section = html_smoke(report.smoke) if report.smoke is not None else ""
+    body = f"""
+<main>
+<header>
+  <div><h1>{escape(report_title(report))}</h1>
+  <div class="sub">{escape(report.started_at)} to {escape(report.finished_at)} UTC ·
+  {len(report.issues)} issue(s) · next drill due by {escape(report.next_drill_by)}</div></div>
+  <div class="status {report.status}" data-field="status">{report.status}</div>
+</header>
+{_cards(report)}
+<section class="grid2">
+  <div class="card"><h2>Objectives</h2>
+    {_objective("RTO", report.rto_measured_seconds, report.rto_target_seconds, report.rto_met, "rto")}
+    {_objective("RPO", report.rpo_measured_seconds, report.rpo_target_seconds, report.rpo_met, "rpo")}
+    <div class="sub">RTO: restore time of the fresh backup. RPO: age of {escape(report.rpo_basis)}
+    when the drill began.</div>
+  </div>
+  <div class="card"><h2>Issues (<span data-field="issues">{len(report.issues)}</span>)</h2>{issues}</div>
+</section>
+<section class="card" style="margin-bottom:18px"><h2>Recommendations</h2>{recommendations}</section>
+<section class="grid2">
+  <div class="card"><h2>Restore time</h2>{restore_chart}</div>
+  <div class="card"><h2>Backup size</h2>{size_chart}</div>
+</section>
+<div class="sub" style="margin:-8px 0 18px">Last {len(points)} verification(s) of {escape(report.target)},
+oldest first; bars coloured by verification status (green success, amber warning, red failure).</div>
+<section class="grid2">
+  <div class="card"><h2>Checks</h2>{_checks_table(report)}</div>
+  <div class="card"><h2>Details and run context</h2><dl>{_details(report)}</dl></div>
+</section>
+{smoke_section}
+<footer>Generated by drsentry drill · the same backup and verify code as the scheduled functions</footer>
+</main>"""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(report_title(report))}: {report.status}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def _cards(report: DrillReport) -> str:
+    """The five top cards, each coloured by what it measured (card_states)."""
     states = card_states(report)
     passed, total, _state = check_totals(report)
     smoke_hint = f" · smoke {smoke_summary(report.smoke)[0]}" if report.smoke is not None else ""
+    cards = [
+        _kpi(
+            "Total duration",
+            format_seconds(report.total_seconds),
+            "total-duration",
+            "backup, restore, checks",
+        ),
+        _kpi(
+            "Backup duration",
+            format_seconds(report.backup_seconds),
+            "backup-duration",
+            report.backup_status or "",
+            states["backup-duration"],
+        ),
+        _kpi(
+            "Restore duration",
+            format_seconds(report.restore_seconds),
+            "restore-duration",
+            f"RTO {format_seconds(report.rto_target_seconds)} · download + pg_restore",
+            states["restore-duration"],
+        ),
+        _kpi(
+            "Backup age",
+            format_seconds(report.rpo_measured_seconds),
+            "backup-age",
+            f"RPO {format_seconds(report.rpo_target_seconds)} · when the drill began",
+            states["backup-age"],
+        ),
+        _kpi(
+            "Checks passed",
+            f"{passed}/{total}",
+            "checks",
+            f"verification {report.checks_passed}/{report.checks_total}{smoke_hint} · "
+            f"{report.checks_skipped} skipped",
+            states["checks"],
+        ),
+    ]
+    return '<section class="cards">\n' + "".join(f"  {card}\n" for card in cards) + "</section>"
+
+
+def _charts(report: DrillReport) -> tuple[str, str]:
+    """The restore times against the RTO (bars) and the backup sizes (a line) of the history."""
+    points = report.history
+    labels = time_labels([point.verified_at for point in points])
     restore_chart = svg_chart(
         [point.restore_seconds for point in points],
         labels=labels,
@@ -520,36 +698,36 @@ def render_html(report: DrillReport) -> str:
         kind="line",
         colour="#7c3aed",
     )
-    issues = (
-        '<ul class="issues">' + "".join(f"<li>{escape(issue)}</li>" for issue in report.issues) + "</ul>"
-        if report.issues
-        else '<p class="none">No issues.</p>'
-    )
-    checks = "".join(
+    return restore_chart, size_chart
+
+
+def _html_list(items: Sequence[str], css_class: str, when_empty: str) -> str:
+    if not items:
+        return when_empty
+    return f'<ul class="{css_class}">' + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
+
+
+def _checks_table(report: DrillReport) -> str:
+    if not report.checks:
+        return "<p>No checks ran: the backup did not complete.</p>"
+    rows = "".join(
         f"<tr><td>{escape(check.name)}</td><td>{escape(check.severity)}</td><td>{_pill(check.status)}</td>"
         f'<td class="detail">{escape(check.detail)}</td></tr>'
         for check in report.checks
     )
-    checks_table = (
+    return (
         "<table><thead><tr><th>Check</th><th>Severity</th><th>Status</th><th>Detail</th></tr></thead>"
-        f"<tbody>{checks}</tbody></table>"
-        if report.checks
-        else "<p>No checks ran: the backup did not complete.</p>"
+        f"<tbody>{rows}</tbody></table>"
     )
-    smoke_section = html_smoke(report.smoke) if report.smoke is not None else ""
-    recommendations = (
-        '<ul class="advice">'
-        + "".join(f"<li>{escape(advice)}</li>" for advice in report.recommendations)
-        + "</ul>"
-        if report.recommendations
-        else '<p class="none">None: every objective held with margin and every check passed.</p>'
-    )
-    size_mb = _megabytes(report.backup_size_bytes)
-    details = "".join(
+
+
+def _details(report: DrillReport) -> str:
+    """The ids and times of the drill, then its run context, as definition list entries."""
+    return "".join(
         f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>"
         for name, value in (
             ("Backup id", report.backup_id or "-"),
-            ("Backup size", format_megabytes(size_mb)),
+            ("Backup size", format_megabytes(_megabytes(report.backup_size_bytes))),
             ("Verification id", report.verification_id or "-"),
             ("Verification", report.verification_status or "not run"),
             ("Started (UTC)", report.started_at),
@@ -557,83 +735,6 @@ def render_html(report: DrillReport) -> str:
             ("Next drill by", report.next_drill_by),
             *context_rows(report),
         )
-    )
-    body = f"""
-<main>
-<header>
-  <div><h1>{escape(report_title(report))}</h1>
-  <div class="sub">{escape(report.started_at)} to {escape(report.finished_at)} UTC ·
-  {len(report.issues)} issue(s) · next drill due by {escape(report.next_drill_by)}</div></div>
-  <div class="status {report.status}" data-field="status">{report.status}</div>
-</header>
-<section class="cards">
-  {_kpi("Total duration", format_seconds(report.total_seconds), "total-duration", "backup, restore, checks")}
-  {
-        _kpi(
-            "Backup duration",
-            format_seconds(report.backup_seconds),
-            "backup-duration",
-            report.backup_status or "",
-            states["backup-duration"],
-        )
-    }
-  {
-        _kpi(
-            "Restore duration",
-            format_seconds(report.restore_seconds),
-            "restore-duration",
-            f"RTO {format_seconds(report.rto_target_seconds)} · download + pg_restore",
-            states["restore-duration"],
-        )
-    }
-  {
-        _kpi(
-            "Backup age",
-            format_seconds(report.rpo_measured_seconds),
-            "backup-age",
-            f"RPO {format_seconds(report.rpo_target_seconds)} · when the drill began",
-            states["backup-age"],
-        )
-    }
-  {
-        _kpi(
-            "Checks passed",
-            f"{passed}/{total}",
-            "checks",
-            f"verification {report.checks_passed}/{report.checks_total}{smoke_hint} · "
-            f"{report.checks_skipped} skipped",
-            states["checks"],
-        )
-    }
-</section>
-<section class="grid2">
-  <div class="card"><h2>Objectives</h2>
-    {_objective("RTO", report.rto_measured_seconds, report.rto_target_seconds, report.rto_met, "rto")}
-    {_objective("RPO", report.rpo_measured_seconds, report.rpo_target_seconds, report.rpo_met, "rpo")}
-    <div class="sub">RTO: restore time of the fresh backup. RPO: age of {escape(report.rpo_basis)}
-    when the drill began.</div>
-  </div>
-  <div class="card"><h2>Issues (<span data-field="issues">{len(report.issues)}</span>)</h2>{issues}</div>
-</section>
-<section class="card" style="margin-bottom:18px"><h2>Recommendations</h2>{recommendations}</section>
-<section class="grid2">
-  <div class="card"><h2>Restore time</h2>{restore_chart}</div>
-  <div class="card"><h2>Backup size</h2>{size_chart}</div>
-</section>
-<div class="sub" style="margin:-8px 0 18px">Last {len(points)} verification(s) of {escape(report.target)},
-oldest first; bars coloured by verification status (green success, amber warning, red failure).</div>
-<section class="grid2">
-  <div class="card"><h2>Checks</h2>{checks_table}</div>
-  <div class="card"><h2>Details and run context</h2><dl>{details}</dl></div>
-</section>
-{smoke_section}
-<footer>Generated by drsentry drill · the same backup and verify code as the scheduled functions</footer>
-</main>"""
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(report_title(report))}: {report.status}</title>"
-        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
 
 

@@ -397,50 +397,20 @@ def plan_recovery(
     allow_source: bool = False,
 ) -> RecoveryPlan:
     """Everything `restore` needs to know and refuse, before anything is touched."""
-    check_backup_id(backup_id)
-    backup = runtime.catalog.get_backup(backup_id)
-    if backup.status == "failed":
-        raise BadInput(
-            f"backup {backup_id} failed ({backup.error or 'no reason recorded'}): "
-            "there is nothing to restore; "
-            f"`drsentry backups list --target {backup.target}` lists the completed ones"
-        )
+    backup = _restorable_backup(runtime, backup_id)
     _parse_target_dsn(to_dsn)
     notes: list[str] = []
     source_of = _refuse_source(runtime, backup, to_dsn)
     if source_of is not None:
-        if mask is not None:
-            raise BadInput(
-                f"refused: --to {redact(to_dsn)} is the source database of target {source_of!r}; "
-                "a masked restore never goes to a source database"
-            )
-        if not allow_source:
-            raise BadInput(
-                f"refused: --to {redact(to_dsn)} is the source database of target {source_of!r}; restoring "
-                "there overwrites production data. Pass --i-know-this-is-the-source if that is the intent"
-            )
+        _refuse_restore_into_source(to_dsn, source_of, masked=mask is not None, allowed=allow_source)
         notes.append(f"--to is the source database of target {source_of!r} (--i-know-this-is-the-source)")
-    unknown = [table for table in tables if table not in backup.tables]
-    if unknown:
-        raise BadInput(
-            f"table {unknown[0]!r} is not in backup {backup_id} (it has: {', '.join(sorted(backup.tables))})"
-        )
-    schemas = sorted({table_schema(table) for table in tables})
-    if len(schemas) > 1:
-        raise BadInput(
-            f"--table: one schema per restore (these are in {', '.join(schemas)}); run one per schema"
-        )
+    _refuse_tables(backup, tables)
     if mask is not None:
         mask.check_tables(backup.tables, backup_id)
         mask, skipped = mask.for_tables(set(tables or backup.tables))
         if skipped:
             notes.append(f"mask rules for tables not restored are skipped: {', '.join(skipped)}")
-    pg_restore = find_tool("pg_restore", runtime.config.pg_bin_dir)
-    if backup.pg_dump_version and pg_restore.major < major_version(backup.pg_dump_version):
-        raise PgToolsError(
-            f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read an archive written by pg_dump "
-            f"{backup.pg_dump_version}; install pg_restore {major_version(backup.pg_dump_version)} or newer"
-        )
+    pg_restore = _pg_restore_for(runtime, backup)
     source = _locate(runtime, backup)
     target = inspect_target(to_dsn)
     if target.exists and not target.empty and not clean:
@@ -448,15 +418,7 @@ def plan_recovery(
             f"target database {target.where} is not empty ({target.describe_objects()}): "
             "pass --clean to drop and recreate the backup's objects there, or restore into an empty database"
         )
-    if (
-        target.server_version
-        and backup.pg_server_version
-        and major_version(target.server_version) < major_version(backup.pg_server_version)
-    ):
-        notes.append(
-            f"the target server runs PostgreSQL {target.server_version}, the backup comes from "
-            f"{backup.pg_server_version}: objects newer than the target server may fail to restore"
-        )
+    notes.extend(_server_version_notes(backup, target))
     if mask is not None and mask.tables and source.readable:
         unchecked = _check_mask_columns(runtime, backup, source, mask, pg_restore)
         if unchecked is not None:
@@ -492,6 +454,72 @@ def _check_mask_columns(
         return f"mask rule columns are checked after the restore: {_first_line(exc)}"
     mask.check_columns(columns, backup.backup_id)
     return None
+
+
+def _restorable_backup(runtime: Runtime, backup_id: str) -> BackupRecord:
+    """The catalog's record of `backup_id`; BadInput when it is a failed backup (nothing to restore)."""
+    check_backup_id(backup_id)
+    backup = runtime.catalog.get_backup(backup_id)
+    if backup.status == "failed":
+        raise BadInput(
+            f"backup {backup_id} failed ({backup.error or 'no reason recorded'}): "
+            "there is nothing to restore; "
+            f"`drsentry backups list --target {backup.target}` lists the completed ones"
+        )
+    return backup
+
+
+def _refuse_restore_into_source(to_dsn: str, source_of: str, *, masked: bool, allowed: bool) -> None:
+    """`--to` is the source database of target `source_of`: never masked, else only when allowed."""
+    if masked:
+        raise BadInput(
+            f"refused: --to {redact(to_dsn)} is the source database of target {source_of!r}; "
+            "a masked restore never goes to a source database"
+        )
+    if not allowed:
+        raise BadInput(
+            f"refused: --to {redact(to_dsn)} is the source database of target {source_of!r}; restoring "
+            "there overwrites production data. Pass --i-know-this-is-the-source if that is the intent"
+        )
+
+
+def _refuse_tables(backup: BackupRecord, tables: tuple[str, ...]) -> None:
+    """`--table`: tables of the backup, all in one schema."""
+    unknown = [table for table in tables if table not in backup.tables]
+    if unknown:
+        raise BadInput(
+            f"table {unknown[0]!r} is not in backup {backup.backup_id} "
+            f"(it has: {', '.join(sorted(backup.tables))})"
+        )
+    schemas = sorted({table_schema(table) for table in tables})
+    if len(schemas) > 1:
+        raise BadInput(
+            f"--table: one schema per restore (these are in {', '.join(schemas)}); run one per schema"
+        )
+
+
+def _pg_restore_for(runtime: Runtime, backup: BackupRecord) -> PgTool:
+    """The configured pg_restore, when it can read what the backup's pg_dump wrote."""
+    pg_restore = find_tool("pg_restore", runtime.config.pg_bin_dir)
+    if backup.pg_dump_version and pg_restore.major < major_version(backup.pg_dump_version):
+        raise PgToolsError(
+            f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read an archive written by pg_dump "
+            f"{backup.pg_dump_version}; install pg_restore {major_version(backup.pg_dump_version)} or newer"
+        )
+    return pg_restore
+
+
+def _server_version_notes(backup: BackupRecord, target: TargetDatabase) -> list[str]:
+    if (
+        target.server_version
+        and backup.pg_server_version
+        and major_version(target.server_version) < major_version(backup.pg_server_version)
+    ):
+        return [
+            f"the target server runs PostgreSQL {target.server_version}, the backup comes from "
+            f"{backup.pg_server_version}: objects newer than the target server may fail to restore"
+        ]
+    return []
 
 
 # the download ------------------------------------------------------------------------

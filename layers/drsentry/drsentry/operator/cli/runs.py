@@ -1,0 +1,250 @@
+"""`drsentry run backup|verify|replication-check|archive`: a capability now, as its Lambda runs it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from drsentry.core.errors import BadInput
+from drsentry.operator.cli.app import (
+    ConfigOption,
+    JsonOption,
+    TargetOption,
+    cli_errors,
+    human_bytes,
+    print_json,
+    run_app,
+    runtime_for,
+    stderr,
+    stdout,
+)
+
+if TYPE_CHECKING:
+    from drsentry.jobs.runner import RunResult
+
+
+def print_targets_not_run(result: RunResult[Any]) -> bool:
+    """One stderr line per target of a `run` that was skipped or could not run; True if any."""
+    for outcome in result.skipped:
+        stderr.print(f"skipped {outcome.target}: {escape(outcome.reason or '')}", highlight=False)
+    for outcome in result.not_run:
+        stderr.print(f"[bold red]error:[/] {outcome.target}: {escape(outcome.reason or '')}", highlight=False)
+    return bool(result.skipped or result.not_run)
+
+
+@run_app.command("backup")
+@cli_errors
+def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
+    """Back up every target (or one) now: pg_dump streamed to S3, recorded in the catalog.
+
+    Example: drsentry run backup --target app
+    """
+    from drsentry.core.events import ScheduledEvent
+    from drsentry.jobs.backup.job import run_scheduled_backup
+
+    runtime = runtime_for(config)
+    result = run_scheduled_backup(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))
+    failed = [backup for backup in result.records if backup.status != "completed"]
+    if as_json:
+        print_json(result.document())
+    else:
+        table = Table(title="backup", title_justify="left")
+        for column in ("target", "backup id", "status", "size", "seconds", "tier", "error"):
+            table.add_column(column)
+        for backup in result.records:
+            style = "green" if backup.status == "completed" else "red"
+            table.add_row(
+                backup.target,
+                backup.backup_id,
+                f"[{style}]{backup.status}[/]",
+                human_bytes(backup.size_bytes),
+                f"{backup.duration_seconds or 0.0:.1f}",
+                backup.tier or "-",
+                escape(backup.error or ""),
+            )
+        stdout.print(table)
+    if print_targets_not_run(result) or failed:
+        raise typer.Exit(1)
+
+
+@run_app.command("verify")
+@cli_errors
+def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False) -> None:
+    """Restore the newest backup of every target (or one) into a scratch database and check it.
+
+    Exit 0 on success or warning, 1 on failure. Example: drsentry run verify --target app
+    """
+    from drsentry.core.events import ScheduledEvent
+    from drsentry.jobs.verify.job import run_scheduled_verify
+    from drsentry.jobs.verify.report import NOTHING_TO_VERIFY
+
+    runtime = runtime_for(config)
+    result = run_scheduled_verify(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))
+    failed = [verification for verification in result.records if verification.status == "failure"]
+    if as_json:
+        print_json(result.document())
+    else:
+        colours = {"success": "green", "warning": "yellow", "failure": "red"}
+        check_colours = {"passed": "green", "failed": "red", "skipped": "dim"}
+        for verification in result.records:
+            status = verification.status
+            restore = verification.restore_seconds
+            title = (
+                f"verify {verification.target} {verification.backup_id}: "
+                f"[{colours[status]}]{status}[/] ({verification.checks_passed} passed, "
+                f"{verification.checks_failed} failed, restore "
+                f"{f'{restore:.1f}s' if restore is not None else '-'})"
+            )
+            table = Table(title=title, title_justify="left")
+            for column in ("check", "severity", "status", "detail"):
+                table.add_column(column)
+            for check in verification.checks:
+                failed_colour = "red" if check.severity == "critical" else "yellow"
+                colour = failed_colour if check.status == "failed" else check_colours[check.status]
+                table.add_row(
+                    escape(check.name),
+                    check.severity,
+                    f"[{colour}]{check.status}[/]",
+                    escape(check.detail),
+                )
+            stdout.print(table)
+    for name in result.no_backup:
+        stderr.print(f"not verified {name}: {NOTHING_TO_VERIFY}", highlight=False)
+    if print_targets_not_run(result) or failed or result.no_backup:
+        raise typer.Exit(1)
+
+
+@run_app.command("replication-check")
+@cli_errors
+def run_replication_check(
+    config: ConfigOption = None, target: TargetOption = None, as_json: JsonOption = False
+) -> None:
+    """Check that every backup of the last 7 days has an identical copy in the replica region.
+
+    Exit 1 when a replica is missing, differs, failed to replicate or lags past twice max_lag.
+    Example: drsentry run replication-check --target app
+    """
+    from drsentry.core.events import ScheduledEvent
+    from drsentry.jobs.replication.job import run_scheduled_replication_check
+    from drsentry.jobs.replication.rules import human_seconds
+
+    runtime = runtime_for(config)
+    if runtime.config.storage.replica is None:
+        raise BadInput("storage.replica is not configured: there is no replica to check")
+    result = run_scheduled_replication_check(
+        runtime, ScheduledEvent.now(target, region=runtime.config.storage.region)
+    )
+    reports = result.records
+    if as_json:
+        print_json(result.document())
+    else:
+        colours = {"ok": "green", "warning": "yellow", "failure": "red"}
+        table = Table(title="replication check", title_justify="left")
+        for column in [
+            "target",
+            "status",
+            "replica",
+            "checked",
+            "ok",
+            "pending",
+            "missing",
+            "mismatched",
+            "failed",
+            "lag",
+        ]:
+            table.add_column(column)
+        for report in reports:
+            counts = report.counts
+            table.add_row(
+                report.target,
+                f"[{colours[report.status]}]{report.status}[/]",
+                f"s3://{report.replica_bucket} ({report.replica_region}, {report.mode})",
+                str(report.checked),
+                str(counts.get("ok", 0)),
+                str(counts.get("pending", 0)),
+                str(counts.get("missing", 0)),
+                str(counts.get("mismatched", 0)),
+                str(counts.get("failed", 0)),
+                human_seconds(report.lag_seconds),
+            )
+        stdout.print(table)
+        for report in reports:
+            for problem in report.problems:
+                colour = "red" if problem.severity == "critical" else "yellow"
+                stdout.print(
+                    f"{report.target}: [{colour}]{problem.severity}[/] {problem.check}: {problem.detail}",
+                    highlight=False,
+                )
+    if print_targets_not_run(result) or any(report.status == "failure" for report in reports):
+        raise typer.Exit(1)
+
+
+@run_app.command("archive")
+@cli_errors
+def run_archive(
+    config: ConfigOption = None,
+    target: TargetOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (keep / archive / expire); change nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply GFS retention: copy monthly backups to the archive bucket, expire the rest.
+
+    Exit 1 when an archive copy or an expiry failed (including a delete refused by Object Lock).
+    Example: drsentry run archive --target app --dry-run
+    """
+    from drsentry.core.events import ScheduledEvent
+    from drsentry.jobs.archive.job import run_scheduled_archive
+
+    runtime = runtime_for(config)
+    result = run_scheduled_archive(
+        runtime, ScheduledEvent.now(target, dry_run=dry_run, region=runtime.config.storage.region)
+    )
+    reports = result.records
+    if as_json:
+        print_json(result.document())
+    else:
+        tiers = ("hourly", "daily", "weekly", "monthly")
+        colours = {"keep": "green", "archive": "cyan", "expire": "yellow"}
+        outcome_colours = {"done": "green", "planned": "dim", "deferred": "yellow"}
+        for report in reports:
+            title = f"archive {report.target}" + (" (dry run: nothing changed)" if dry_run else "")
+            table = Table(title=title, title_justify="left")
+            # The id says when the backup started; it is never cut, the reasons wrap instead.
+            table.add_column("backup id", no_wrap=True)
+            table.add_column("action", no_wrap=True)
+            table.add_column("slots / reason")
+            table.add_column("outcome")
+            for row in report.decisions:
+                outcome = ""
+                if row.outcome:
+                    detail = f": {escape(row.detail)}" if row.detail else ""
+                    outcome = f"[{outcome_colours.get(row.outcome, 'red')}]{row.outcome}[/]{detail}"
+                table.add_row(
+                    row.backup_id,
+                    f"[{colours[row.action]}]{row.action}[/]",
+                    ", ".join(row.slots) or escape(row.reason),
+                    outcome,
+                )
+            stdout.print(table)
+            if report.decisions_omitted:
+                stdout.print(f"({report.decisions_omitted} more rows not listed; --dry-run lists all)")
+            counts, slots = report.counts, report.slots
+            filled = ", ".join(f"{tier} {slots.get(tier, 0)}" for tier in tiers)
+            stdout.print(
+                f"{report.target}: keep {counts.get('keep', 0)}, archive {counts.get('archive', 0)}, "
+                f"expire {counts.get('expire', 0)}; slots: {filled}",
+                highlight=False,
+            )
+            if not dry_run:
+                stdout.print(
+                    f"archived {report.archived}, expired {report.expired}, failed {report.failed}, "
+                    f"refused {report.refused}, deferred {report.deferred}",
+                    highlight=False,
+                )
+    if print_targets_not_run(result) or not all(report.ok for report in reports):
+        raise typer.Exit(1)
