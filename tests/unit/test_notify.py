@@ -342,7 +342,7 @@ def test_unknown_messages_on_the_topic_are_ignored(message_text: str) -> None:
 
 
 class SecretStub:
-    """Stands in for drsentry.credentials.Credentials."""
+    """Stands in for drsentry.adapters.secrets.Credentials."""
 
     def __init__(self, value: str) -> None:
         self.value = value

@@ -10,13 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from drsentry.core import observability
 from drsentry.core.config import ReplicaConfig
 from drsentry.core.records import RunNotice, Severity
+from drsentry.core.units import human_seconds
 from drsentry.jobs.replication.rules import (
     CheckStatus,
     Problem,
     ProblemSeverity,
     ReplicationMode,
     Verdict,
-    human_seconds,
 )
 
 # The stored record, the idempotency record and the alert must stay far below DynamoDB's

@@ -51,6 +51,7 @@ from pydantic import BaseModel
 from drsentry.adapters.buckets import SHA256_TAG, ObjectHead, ReplicationRule
 from drsentry.core.config import ReplicaConfig
 from drsentry.core.records import ReplicaDetail, iso
+from drsentry.core.units import human_seconds
 
 ReplicaState = Literal["pending", "ok", "failed", "mismatch", "missing"]
 Judgement = Literal["ok", "warning", "critical"]
@@ -182,16 +183,6 @@ def lag_severity(age_seconds: float, max_lag_seconds: float) -> Judgement:
     if age_seconds <= 2 * max_lag_seconds:
         return "warning"
     return "critical"
-
-
-def human_seconds(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 from drsentry.adapters.aws_errors import AWS_ERRORS, describe, is_no_credentials, operation
 from drsentry.core.config import Config, load_config
 from drsentry.core.errors import BadInput, DrsentryError
+from drsentry.core.units import human_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -142,15 +143,7 @@ def human_bytes(size: float | None) -> str:
 
 
 def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return "-" if seconds is None else human_seconds(seconds)
 
 
 def _print_version(asked: bool) -> None:

@@ -128,8 +128,8 @@ def run_replication_check(
     Example: drsentry run replication-check --target app
     """
     from drsentry.core.events import ScheduledEvent
+    from drsentry.core.units import human_seconds
     from drsentry.jobs.replication.job import run_scheduled_replication_check
-    from drsentry.jobs.replication.rules import human_seconds
 
     runtime = runtime_for(config)
     if runtime.config.storage.replica is None:
