@@ -159,6 +159,30 @@ class StorageManifestEntry(BaseModel):
         return not self.error and self.objects is not None
 
 
+# cluster globals sub-document
+# `BackupRecord.globals`: the cluster's roles beside the dump (CONTRACT "Records": its key and
+# SHA-256). pg_dump never contains roles, so without this object a backup cannot be restored into
+# a blank server: every owner, grant and policy naming a role would fail.
+
+
+class ClusterGlobals(BaseModel):
+    """The roles object of a backup: `pg_dumpall --globals-only` SQL text (roles, memberships,
+    role settings, tablespaces), stored beside the dump at `key` under the dump's rules
+    (checksummed, in the manifest, replicated, archived, locked, expired with it)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    key: str
+    sha256: str
+    size_bytes: int
+    # False when the backup's user could not read passwords (RDS, Aurora, any non-superuser):
+    # the roles were dumped with --no-role-passwords and come back without one.
+    role_passwords: bool
+    # The roles the database references (owners, grantees, policy roles and the roles they are
+    # members of), sorted: what a restore must find or create.
+    roles: list[str] = Field(default_factory=list)
+
+
 class BackupRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -187,6 +211,8 @@ class BackupRecord(BaseModel):
     # One entry per configured application bucket: bucket, region, prefix, key (of its manifest
     # beside the dump), versioned, objects, bytes, sha256, and error when the manifest failed.
     storage: list[StorageManifestEntry] | None = None
+    # None for backups taken before roles were backed up.
+    globals: ClusterGlobals | None = None
     expired_at: str | None = None
     expire_reason: str | None = None
     error: str | None = None

@@ -24,6 +24,12 @@ def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
     return f"{base}.dump", f"{base}.manifest.json"
 
 
+def globals_key(prefix: str, target: str, backup_id: str) -> str:
+    """The roles object beside the dump: `{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}.globals.sql`."""
+    dump_key, _ = object_keys(prefix, target, backup_id)
+    return dump_key.removesuffix(".dump") + ".globals.sql"
+
+
 def backup_manifest(record: BackupRecord, facts: DatabaseFacts) -> dict[str, Any]:
     """The JSON document stored beside the dump: the record, what the snapshot held, and how
     to restore the dump without drsentry."""
