@@ -101,7 +101,7 @@ def test_aws_unreachable_is_one_line_and_exit_1(command: list[str], config_path:
     run = drsentry(command, config_path, {"AWS_ENDPOINT_URL": endpoint})
     # Then one line says what could not be reached, and the exit code is 1
     line = assert_one_line(run, 1)
-    assert f"Could not connect to the endpoint URL: \"{endpoint}/" in line, line
+    assert f'Could not connect to the endpoint URL: "{endpoint}/' in line, line
 
 
 @pytest.mark.parametrize("command", COMMANDS.values(), ids=COMMANDS.keys())

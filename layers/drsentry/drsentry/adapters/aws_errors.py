@@ -91,6 +91,19 @@ def is_aws_error(exc: BaseException) -> bool:
     return isinstance(exc, AWS_ERRORS)
 
 
+def aws_cause(exc: BaseException) -> BaseException | None:
+    """The AWS error behind `exc`: itself, or one it was raised from or while handling (domain
+    errors and Powertools wrap them, sometimes twice); None when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if is_aws_error(current):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def error_code(exc: BaseException) -> str:
     """The error code AWS answered with; "" when there was no answer (or not an AWS error)."""
     if isinstance(exc, ClientError):

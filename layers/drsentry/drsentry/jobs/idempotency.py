@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from pydantic import BaseModel, ValidationError
 
-from drsentry.adapters.aws_errors import describe, is_aws_error, is_no_credentials
+from drsentry.adapters.aws_errors import aws_cause, describe, is_no_credentials
 from drsentry.core.errors import CatalogError, CredentialsError, DrsentryError, RunInProgress
 from drsentry.jobs.runtime import Runtime
 
@@ -86,7 +86,7 @@ def once_per_event(
 
 def idempotency_failure(table: str, source: str, exc: IdempotencyError) -> DrsentryError:
     """One line for a failure of the idempotency record itself (not of the run)."""
-    cause = _aws_cause(exc)
+    cause = aws_cause(exc)
     if cause is not None and is_no_credentials(cause):
         return CredentialsError(
             f"no AWS credentials found to reach the catalog table {table!r} "
@@ -96,18 +96,6 @@ def idempotency_failure(table: str, source: str, exc: IdempotencyError) -> Drsen
     return CatalogError(
         f"catalog table {table!r}: the once-per-event record of this {source} run failed: {reason}"
     )
-
-
-def _aws_cause(exc: BaseException) -> BaseException | None:
-    """The AWS error behind a Powertools error (it wraps them, sometimes twice)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if is_aws_error(current):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def _first_line(exc: BaseException) -> str:

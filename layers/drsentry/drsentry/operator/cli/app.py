@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from drsentry.adapters.aws_errors import AWS_ERRORS, describe, is_no_credentials, operation
+from drsentry.adapters.aws_errors import AWS_ERRORS, aws_cause, describe, is_no_credentials, operation
 from drsentry.core.config import Config, load_config
 from drsentry.core.errors import BadInput, DrsentryError
 from drsentry.core.units import human_seconds
@@ -106,7 +106,8 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), 2)
         except DrsentryError as exc:
             # Missing credentials is a usage problem wherever an adapter met it (contract: exit 2).
-            fail(str(exc), 2 if caused_by(exc, is_no_credentials) else 1)
+            cause = aws_cause(exc)
+            fail(str(exc), 2 if cause is not None and is_no_credentials(cause) else 1)
         except AWS_ERRORS as exc:
             # What no adapter turned into a domain error yet: one line, never a traceback.
             if is_no_credentials(exc):
@@ -114,18 +115,6 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
             fail(f"AWS {operation(exc)} failed: {describe(exc)}", 1)
 
     return wrapper
-
-
-def caused_by(exc: BaseException, test: Callable[[BaseException], bool]) -> bool:
-    """True when `exc` or an exception it was raised from (or while handling) passes `test`."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if test(current):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _config(path: Path | None) -> Config:
