@@ -252,6 +252,27 @@ def test_deleted_replica_is_reported_missing(
     assert notice["details"]["missing"] == [record.backup_id]
 
 
+def test_a_fresh_replica_deleted_after_it_was_seen_is_missing_at_once(
+    make_config: Any, admin_dsn: str
+) -> None:
+    # Given a backup a minute old (inside max_lag) whose replica the copy verified, then was deleted
+    config, _ = make_config(admin_dsn)
+    runtime = build_runtime(config)
+    record = replicate_backup(runtime, synthetic_backup(runtime, timedelta(minutes=1)))
+    assert record.replica == "ok"
+    replica_s3(runtime).delete_object(Bucket=replica_bucket(runtime), Key=record.key)
+
+    # When the replication is checked
+    report = check_replication(runtime, "app")
+
+    # Then it is missing and critical now, not pending until max_lag has passed
+    assert report.status == "failure"
+    assert report.missing == [record.backup_id]
+    assert report.pending == []
+    assert problem_checks(report)["replica-missing"] == "critical"
+    assert stored_record(runtime, record.backup_id).replica == "missing"
+
+
 @pytest.mark.parametrize("keep_metadata", [False, True], ids=["without-metadata", "metadata-copied-along"])
 def test_replica_overwritten_with_other_bytes_of_same_size_is_mismatched(
     make_config: Any, admin_dsn: str, keep_metadata: bool

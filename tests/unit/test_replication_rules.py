@@ -66,6 +66,7 @@ def judge(
     age: float = 3600.0,
     manifest_present: bool | None = True,
     copy_error: str | None = None,
+    seen_before: bool = False,
 ) -> Verdict:
     return judge_backup(
         mode=mode,  # type: ignore[arg-type]
@@ -77,6 +78,7 @@ def judge(
         age_seconds=age,
         max_lag_seconds=MAX_LAG,
         copy_error=copy_error,
+        seen_before=seen_before,
     )
 
 
@@ -127,6 +129,29 @@ def test_crr_source_replication_status_failed_is_critical(replica: Headed | None
 def test_crr_pending_is_judged_by_its_lag(age: float, judgement: str) -> None:
     verdict = judge(None, mode="crr", source=head(ReplicationStatus="PENDING"), age=age)
     assert (verdict.state, verdict.judgement) == ("pending", judgement)
+
+
+@pytest.mark.parametrize(
+    ("mode", "source"),
+    [
+        ("copy", None),
+        ("crr", head(ReplicationStatus="PENDING")),
+        ("crr", head(ReplicationStatus="COMPLETED")),
+    ],
+    ids=["copy", "crr-pending", "crr-completed"],
+)
+def test_a_replica_seen_before_and_now_gone_is_missing_at_once(mode: str, source: Headed | None) -> None:
+    # A minute after the backup, well inside max_lag: never seen would be pending, seen is deleted.
+    never_seen = judge(None, mode=mode, source=source, age=60.0)
+    seen = judge(None, mode=mode, source=source, age=60.0, seen_before=True)
+    assert never_seen.state in {"pending", "missing"}
+    assert (seen.state, seen.judgement) == ("missing", "critical")
+    assert "an earlier check found it" in seen.reason
+
+
+def test_a_replica_seen_before_and_still_there_is_judged_as_ever() -> None:
+    assert judge(head(), age=60.0, seen_before=True).state == "ok"
+    assert judge(head(size=99), age=60.0, seen_before=True).state == "mismatch"
 
 
 @pytest.mark.parametrize("status", ["COMPLETED", None])

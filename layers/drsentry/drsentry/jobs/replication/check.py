@@ -43,6 +43,7 @@ from drsentry.jobs.replication.report import (
     summarize,
 )
 from drsentry.jobs.replication.rules import (
+    SEEN_STATES,
     Fingerprint,
     ListedObject,
     ObjectFacts,
@@ -202,6 +203,8 @@ class _ReplicaInspector:
             age_seconds=age,
             max_lag_seconds=self.replica.max_lag.total_seconds(),
             copy_error=copy_error,
+            # "missing" stays missing: it was seen and gone, or it is past max_lag anyway.
+            seen_before=record.replica in SEEN_STATES,
         )
         return verdict, replica
 

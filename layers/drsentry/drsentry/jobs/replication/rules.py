@@ -12,6 +12,7 @@ replica present, size differs                mismatch    critical
 replica present, SHA-256 differs             mismatch    critical
 replica present, manifest copy absent        missing     critical
 replica present and identical                ok          ok
+absent, but seen before (ok / mismatch)      missing     critical (deleted: at once)
 crr: absent, source PENDING                  pending     by lag (below)
 copy: absent, the copy had failed            missing     critical
 copy: absent, backup younger than max_lag    pending     ok (the copy may be running)
@@ -54,6 +55,9 @@ from drsentry.core.records import ReplicaDetail, iso
 from drsentry.core.units import human_seconds
 
 ReplicaState = Literal["pending", "ok", "failed", "mismatch", "missing"]
+# States in which the replica was found (or judged missing: seen and gone, or past max_lag),
+# so that its absence can no longer mean "not copied yet".
+SEEN_STATES: frozenset[str | None] = frozenset({"ok", "mismatch", "missing"})
 Judgement = Literal["ok", "warning", "critical"]
 ProblemSeverity = Literal["critical", "warning"]
 CheckStatus = Literal["ok", "warning", "failure"]
@@ -203,8 +207,13 @@ def judge_backup(
     age_seconds: float,
     max_lag_seconds: float,
     copy_error: str | None = None,
+    seen_before: bool = False,
 ) -> Verdict:
-    """The replica state of one backup from what the HEADs showed (see the table above)."""
+    """The replica state of one backup from what the HEADs showed (see the table above).
+
+    `seen_before`: an earlier check or the copy found the replica (ok or mismatched). Only a
+    replica never seen yet may be pending: one seen and now gone was deleted, which is what an
+    attacker does first, so it is missing at once, whatever max_lag allows a new copy."""
     if mode == "crr" and source is not None and source.replication_status == "FAILED":
         return Verdict(
             "failed", "critical", "S3 replication of this object FAILED (source ReplicationStatus)"
@@ -227,6 +236,8 @@ def judge_backup(
         if manifest_present is False:
             return Verdict("missing", "critical", "the replica of the backup's manifest is missing")
         return Verdict("ok", "ok", "replica present, same size and SHA-256")
+    if seen_before:
+        return Verdict("missing", "critical", "replica gone: an earlier check found it, now it is not there")
     age = human_seconds(age_seconds)
     max_lag = human_seconds(max_lag_seconds)
     if mode == "crr":
