@@ -204,7 +204,7 @@ def select_entries(
             provide(dependency)
     # What belongs to the restored objects, when everything it needs is there (or can be).
     while True:
-        found = [
+        belongings = [
             e
             for e in entries
             if e.dump_id not in chosen
@@ -215,9 +215,9 @@ def select_entries(
                 for d in e.depends_on
             )
         ]
-        if not found:
+        if not belongings:
             break
-        for entry in found:
+        for entry in belongings:
             chosen.add(entry.dump_id)
             for dependency in entry.depends_on:
                 provide(dependency)
