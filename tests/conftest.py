@@ -111,6 +111,21 @@ def pg_server() -> Iterator[Any]:
             embedded_pg.stop(data_dir)
 
 
+@pytest.fixture(scope="session")
+def blank_pg_server() -> Iterator[Any]:
+    """A second, brand-new server (only the bootstrap superuser): the "total loss" target."""
+    from drsentry.local import embedded_pg
+
+    with server_directory("blank-pg") as directory:
+        data_dir = directory / "data"
+        server = embedded_pg.start(data_dir)
+        KNOWN_SECRETS.add(server.password)
+        try:
+            yield server
+        finally:
+            embedded_pg.stop(data_dir)
+
+
 @pytest.fixture
 def admin_dsn(pg_server: Any) -> str:
     return str(pg_server.dsn("postgres"))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drsentry.core.errors import BadInput
 from drsentry.core.records import BackupRecord
 from drsentry.operator.recovery import (
     HOLD_BACK_BYTES,
@@ -17,6 +19,7 @@ from drsentry.operator.recovery import (
     VerifiedDownload,
     check_download,
     file_restore_options,
+    parse_table_name,
     table_schema,
 )
 
@@ -113,17 +116,38 @@ def plan(**changes: Any) -> RecoveryPlan:
 
 
 def test_file_restore_options() -> None:
-    assert file_restore_options(plan(tables=("organizations",))) == [
+    # A partial restore names its chosen archive entries (pg_restore's --table brings no partitions)
+    assert file_restore_options(plan(tables=("audit.events",)), Path("/tmp/x/selected.list")) == [
         "--single-transaction",
-        "--schema=public",
-        "--table=organizations",
+        "--use-list=/tmp/x/selected.list",
     ]
     assert file_restore_options(plan(jobs=4, clean=True)) == ["--clean", "--if-exists", "--jobs=4"]
-    assert file_restore_options(plan(tables=("audit.events",))) == [
+    # owners and grants are kept unless --no-owner, which drops both
+    assert file_restore_options(plan(keep_owners=False)) == [
         "--single-transaction",
-        "--schema=audit",
-        "--table=events",
+        "--no-owner",
+        "--no-privileges",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("organizations", ("public", "organizations")),
+        ("audit.events", ("audit", "events")),
+        ('"Billing Data"."Invoice Lines"', ("Billing Data", "Invoice Lines")),
+        ('audit."Odd.Name ""x"""', ("audit", 'Odd.Name "x"')),
+        ('"My Table"', ("public", "My Table")),
+    ],
+)
+def test_table_names_accept_quoted_parts(text: str, expected: tuple[str, str]) -> None:
+    assert parse_table_name(text) == expected
+
+
+@pytest.mark.parametrize("text", ['"unterminated', '"a"x', 'a."b"c'])
+def test_a_malformed_table_name_is_bad_input(text: str) -> None:
+    with pytest.raises(BadInput, match="is not a table name"):
+        parse_table_name(text)
 
 
 def test_tables_belong_to_public_unless_qualified() -> None:

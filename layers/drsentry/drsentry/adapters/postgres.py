@@ -35,6 +35,20 @@ from drsentry.core.errors import (
 )
 
 CONNECT_TIMEOUT_SECONDS = 15
+# What a partial restore may need to create first, as pg_restore -l names it.
+DEFINED_OBJECTS_SQL = """
+select 'SCHEMA', '-', nspname from pg_namespace
+union all
+select 'EXTENSION', '-', extname from pg_extension
+union all
+select case t.typtype when 'd' then 'DOMAIN' else 'TYPE' end, n.nspname, t.typname
+from pg_type t join pg_namespace n on n.oid = t.typnamespace
+where t.typtype in ('b', 'c', 'd', 'e', 'r', 'm')
+  and (t.typrelid = 0 or (select c.relkind from pg_class c where c.oid = t.typrelid) = 'c')
+union all
+select 'FUNCTION', n.nspname, p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+"""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -150,6 +164,42 @@ class Session:
             cursor = self._conn.execute(sql.SQL(statement), binary=True)
             return cursor.fetchall() if cursor.description else []
 
+    # roles and definitions on the server (a restore's preparations) ---------------------------
+
+    def role_names(self) -> set[str]:
+        with self._translated():
+            return {str(row[0]) for row in self._conn.execute("select rolname from pg_roles")}
+
+    def may_create_roles(self) -> bool:
+        """Superuser, or CREATEROLE (an RDS master user has it; a plain user does not)."""
+        with self._translated():
+            row = self._conn.execute(
+                "select rolsuper or rolcreaterole from pg_roles where rolname = current_user"
+            ).fetchone()
+        return bool(row and row[0])
+
+    def database_names(self) -> set[str]:
+        with self._translated():
+            return {str(row[0]) for row in self._conn.execute("select datname from pg_database")}
+
+    def defined_objects(self) -> set[tuple[str, str, str]]:
+        """(kind, schema, name) of the schemas, extensions, types, domains and functions in this
+        database, named as pg_restore lists them (schema "-" for schemas and extensions)."""
+        with self._translated():
+            rows = self._conn.execute(DEFINED_OBJECTS_SQL).fetchall()
+        return {(str(kind), str(schema), str(name)) for kind, schema, name in rows}
+
+    def run_role_statements(self, statements: list[tuple[str, str]]) -> None:
+        """Run a restore's role statements (from the backup's checksummed globals) in one
+        transaction: all roles are created or none. RoleNotCreated names the role that failed."""
+        with self._translated(), self._conn.transaction():
+            for role, statement in statements:
+                try:
+                    # One statement per execute (the extended protocol takes exactly one).
+                    self._conn.execute(sql.SQL(statement))
+                except psycopg.Error as exc:
+                    raise RoleNotCreated(role, _first_line(exc)) from exc
+
     # databases on the server -----------------------------------------------------------------
 
     def databases_starting_with(self, prefix: str) -> list[ServerDatabase]:
@@ -189,6 +239,14 @@ class Session:
             self._conn.execute(
                 sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
             )
+
+
+class RoleNotCreated(PostgresError):
+    """A role of the backup's globals could not be created; none were (one transaction)."""
+
+    def __init__(self, role: str, reason: str) -> None:
+        super().__init__(f"role {role!r} could not be created: {reason}")
+        self.role = role
 
 
 def connect(dsn: str, *, application_name: str, connect_timeout: int = CONNECT_TIMEOUT_SECONDS) -> Session:

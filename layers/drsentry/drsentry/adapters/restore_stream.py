@@ -217,16 +217,21 @@ def stream_restore(
     remaining_seconds: Callable[[], float | None] = no_deadline,
     application_name: str = "drsentry-restore",
     session_settings: Mapping[str, str] = RESTORE_SESSION_SETTINGS,
+    keep_owners: bool = False,
 ) -> RestoreOutcome:
     """Restore s3://bucket/key (a drsentry backup: zstd over pg_dump's custom format) into `dsn`.
 
     Raises StorageError when the object cannot be read at all (missing, access denied,
     download interrupted), PgToolsError when pg_restore cannot start, and RestoreTimedOut
     when `remaining_seconds()` reaches 0 (pg_restore is killed first). Everything the
-    object or pg_restore got wrong is returned in the outcome instead.
+    object or pg_restore got wrong is returned in the outcome instead. With `keep_owners`
+    (a real recovery) owners and grants come back as dumped; otherwise (a scratch database)
+    everything is owned by the restoring user.
     """
     outcome = RestoreOutcome(bucket=bucket, key=key)
-    command, env = _pg_restore_command(pg_restore, dsn, options, application_name, session_settings)
+    command, env = _pg_restore_command(
+        pg_restore, dsn, options, application_name, session_settings, keep_owners=keep_owners
+    )
     chunks = store.iter_chunks(bucket, key)  # opened lazily: a missing object raises on first next()
     started = time.monotonic()
     process = _start(command, env, pg_restore)
@@ -274,14 +279,15 @@ def _pg_restore_command(
     options: Sequence[str],
     application_name: str,
     session_settings: Mapping[str, str],
+    *,
+    keep_owners: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """pg_restore's command line and environment: the password in PGPASSWORD, never in the command."""
     dsn_without_password, env = pg_environment(dsn, application_name)
     env["PGOPTIONS"] = session_options(session_settings, env.get("PGOPTIONS", ""))
     command = [
         str(pg_restore.path),
-        "--no-owner",
-        "--no-privileges",
+        *([] if keep_owners else ["--no-owner", "--no-privileges"]),
         "--exit-on-error",
         "--no-password",
         *options,

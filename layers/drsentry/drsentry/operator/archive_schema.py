@@ -116,18 +116,24 @@ def read_table_columns(chunks: Iterator[bytes], pg_restore: PgTool) -> dict[str,
     `chunks` are the stored object's bytes; reading stops (and a generator is closed) as soon
     as pg_restore has the table of contents. SchemaUnreadable says why it could not be read.
     """
+    return table_columns(_read_head(chunks, pg_restore, ["--schema-only", "--section=pre-data"]))
+
+
+def read_listing(chunks: Iterator[bytes], pg_restore: PgTool) -> str:
+    """The archive's table of contents with each entry's dependencies (`pg_restore -l --verbose`),
+    read from its head like `read_table_columns`: what a partial restore chooses entries from."""
+    return _read_head(chunks, pg_restore, ["--list", "--verbose"])
+
+
+def _read_head(chunks: Iterator[bytes], pg_restore: PgTool, options: list[str]) -> str:
+    """pg_restore's output for `options`, fed the decompressed head of the archive from a pipe."""
     with tempfile.TemporaryDirectory(prefix="drsentry-schema-") as directory:
         schema_file = Path(directory) / "schema.sql"
         stderr_file = Path(directory) / "pg_restore.err"
         try:
             with stderr_file.open("wb") as stderr:
                 process = subprocess.Popen(
-                    [
-                        str(pg_restore.path),
-                        "--schema-only",
-                        "--section=pre-data",
-                        f"--file={schema_file}",
-                    ],
+                    [str(pg_restore.path), *options, f"--file={schema_file}"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
@@ -154,7 +160,7 @@ def read_table_columns(chunks: Iterator[bytes], pg_restore: PgTool) -> dict[str,
             complaint = stderr_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             detail = complaint[0] if complaint else "no message"
             raise SchemaUnreadable(f"pg_restore exited with code {returncode}: {detail}")
-        return table_columns(schema_file.read_text(encoding="utf-8", errors="replace"))
+        return schema_file.read_text(encoding="utf-8", errors="replace")
 
 
 def _feed(chunks: Iterator[bytes], process: subprocess.Popen[bytes]) -> None:

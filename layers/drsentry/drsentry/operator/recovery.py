@@ -43,7 +43,7 @@ import zstandard
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from drsentry.adapters import pgmeta
+from drsentry.adapters import pgmeta, postgres
 from drsentry.adapters.buckets import DOWNLOAD_CHUNK, MiB, ObjectStore
 from drsentry.adapters.pgtools import PgTool, find_tool, major_version, pg_environment
 from drsentry.adapters.restore_stream import RestoreFailed, stream_restore
@@ -58,6 +58,7 @@ from drsentry.core.errors import (
     StorageError,
 )
 from drsentry.core.gfs import is_archived
+from drsentry.core.globals import GlobalsUnreadable, RoleCreation, parse_globals, roles_to_create
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord, check_backup_id
 from drsentry.jobs.archive.access import (
@@ -68,8 +69,14 @@ from drsentry.jobs.archive.access import (
     request_archive_restore,
 )
 from drsentry.jobs.runtime import Runtime
-from drsentry.operator.archive_schema import SCHEMA_CHUNK_BYTES, SchemaUnreadable, read_table_columns
+from drsentry.operator.archive_schema import (
+    SCHEMA_CHUNK_BYTES,
+    SchemaUnreadable,
+    read_listing,
+    read_table_columns,
+)
 from drsentry.operator.masking import MaskingReport, MaskingRules, apply_masking
+from drsentry.operator.restore_selection import Selection, parse_listing, select_entries
 from drsentry.operator.smoke import SmokeResult, run_smoke_checks, smoke_failures
 
 APPLICATION_NAME = "drsentry-restore"
@@ -158,13 +165,26 @@ class RecoveryPlan:
     verification: VerificationRecord | None
     source_database_of: str | None = None
     notes: list[str] = field(default_factory=list)
+    schemas: tuple[str, ...] = ()
+    # False with --no-owner: everything owned by the restoring user, no grants.
+    keep_owners: bool = True
+    # The roles to create before pg_restore (None: no globals, or --no-owner).
+    roles: RoleCreation | None = None
+    # The archive entries of a partial restore (--table / --schema).
+    selection: Selection | None = None
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.tables or self.schemas)
 
     @property
     def mode(self) -> Mode:
-        return "file" if self.jobs or self.tables else "stream"
+        return "file" if self.jobs or self.partial else "stream"
 
     @property
     def restored_tables(self) -> list[str]:
+        if self.selection is not None:
+            return [pgmeta.display_name(schema, name) for schema, name in self.selection.tables]
         return list(self.tables) if self.tables else sorted(self.backup.tables)
 
     def actions(self) -> list[str]:
@@ -181,17 +201,29 @@ class RecoveryPlan:
             steps.append("create a private database on the target server, CONNECT revoked from PUBLIC")
         elif not self.target.exists:
             steps.append(f"create database {target_name}")
+        if self.roles is not None and self.roles.created:
+            steps.append(
+                f"create {len(self.roles.created)} role(s) from the backup's globals, in one transaction: "
+                f"{', '.join(self.roles.created)}"
+            )
         what = (
-            f"table(s) {', '.join(self.tables)}" if self.tables else f"all {len(self.backup.tables)} tables"
+            f"table(s) {', '.join(self.restored_tables)}"
+            if self.partial
+            else f"all {len(self.backup.tables)} tables"
         )
         how = (
             f"download, check SHA-256 and decompress to a temporary file, then pg_restore --jobs {self.jobs}"
             if self.jobs
             else "download and check SHA-256 into a temporary file, then pg_restore in one transaction"
-            if self.tables
+            if self.partial
             else "stream into pg_restore in one transaction; commit only once the SHA-256 matched"
         )
         steps.append(f"restore {what}: {how}")
+        steps.append(
+            "keep owners, grants, policies and default privileges as in the backup"
+            if self.keep_owners
+            else "--no-owner: everything owned by the restoring user, no grants"
+        )
         if self.clean and not self.mask:
             steps.append(
                 "--clean: drop each object of the backup before recreating it (others are left alone)"
@@ -395,6 +427,8 @@ def plan_recovery(
     jobs: int | None = None,
     mask: MaskingRules | None = None,
     allow_source: bool = False,
+    schemas: tuple[str, ...] = (),
+    no_owner: bool = False,
 ) -> RecoveryPlan:
     """Everything `restore` needs to know and refuse, before anything is touched."""
     backup = _restorable_backup(runtime, backup_id)
@@ -404,7 +438,9 @@ def plan_recovery(
     if source_of is not None:
         _refuse_restore_into_source(to_dsn, source_of, masked=mask is not None, allowed=allow_source)
         notes.append(f"--to is the source database of target {source_of!r} (--i-know-this-is-the-source)")
-    _refuse_tables(backup, tables)
+    wanted = _wanted_tables(backup, tables)
+    _refuse_schemas(backup, schemas)
+    tables = tuple(pgmeta.display_name(schema, name) for schema, name in wanted)
     if mask is not None:
         mask.check_tables(backup.tables, backup_id)
         mask, skipped = mask.for_tables(set(tables or backup.tables))
@@ -419,6 +455,14 @@ def plan_recovery(
             "pass --clean to drop and recreate the backup's objects there, or restore into an empty database"
         )
     notes.extend(_server_version_notes(backup, target))
+    roles: RoleCreation | None = None
+    if not no_owner:
+        roles = _roles_to_create(runtime, backup, target, notes)
+    selection: Selection | None = None
+    if (wanted or schemas) and source.readable:
+        selection = _select_entries(
+            runtime, backup, source, pg_restore, target, tables=wanted, schemas=schemas
+        )
     if mask is not None and mask.tables and source.readable:
         unchecked = _check_mask_columns(runtime, backup, source, mask, pg_restore)
         if unchecked is not None:
@@ -436,6 +480,10 @@ def plan_recovery(
         verification=_newest_verification(runtime, backup),
         source_database_of=source_of,
         notes=notes,
+        schemas=schemas,
+        keep_owners=not no_owner,
+        roles=roles,
+        selection=selection,
     )
 
 
@@ -483,19 +531,158 @@ def _refuse_restore_into_source(to_dsn: str, source_of: str, *, masked: bool, al
         )
 
 
-def _refuse_tables(backup: BackupRecord, tables: tuple[str, ...]) -> None:
-    """`--table`: tables of the backup, all in one schema."""
-    unknown = [table for table in tables if table not in backup.tables]
-    if unknown:
+def parse_table_name(text: str) -> tuple[str, str]:
+    """`--table` as (schema, name): `organizations` (public), `audit.events`, or quoted parts
+    (`"Billing Data"."Invoice Lines"`) whose dots and spaces are part of the name."""
+    from drsentry.core.globals import read_identifier
+
+    try:
+        first, rest = read_identifier(text) if text.startswith('"') else _bare_part(text)
+        if not rest:
+            return "public", first
+        if not rest.startswith("."):
+            raise GlobalsUnreadable(text)
+        second, left = read_identifier(rest[1:]) if rest[1:].startswith('"') else _bare_part(rest[1:])
+    except GlobalsUnreadable as exc:
         raise BadInput(
-            f"table {unknown[0]!r} is not in backup {backup.backup_id} "
-            f"(it has: {', '.join(sorted(backup.tables))})"
+            f'--table {text!r} is not a table name (expected table, schema.table or "s"."t")'
+        ) from exc
+    if left:
+        raise BadInput(f'--table {text!r} is not a table name (expected table, schema.table or "s"."t")')
+    return first, second
+
+
+def _bare_part(text: str) -> tuple[str, str]:
+    head, dot, rest = text.partition(".")
+    return head, f"{dot}{rest}"
+
+
+def _backup_tables(backup: BackupRecord) -> dict[str, tuple[str, str]]:
+    """The backup's tables as pgmeta names them -> (schema, name)."""
+    return {
+        table: (table.partition(".")[0], table.partition(".")[2]) if "." in table else ("public", table)
+        for table in backup.tables
+    }
+
+
+def _wanted_tables(backup: BackupRecord, tables: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`--table` values as the backup's (schema, name); BadInput naming what the backup has."""
+    known = _backup_tables(backup)
+    wanted = []
+    for text in tables:
+        if text in known:  # the name as `backups list` shows it
+            wanted.append(known[text])
+            continue
+        schema, name = parse_table_name(text)
+        if pgmeta.display_name(schema, name) not in known:
+            raise BadInput(
+                f"table {text!r} is not in backup {backup.backup_id} "
+                f"(it has: {', '.join(sorted(backup.tables))})"
+            )
+        wanted.append((schema, name))
+    return wanted
+
+
+def _refuse_schemas(backup: BackupRecord, schemas: tuple[str, ...]) -> None:
+    have = sorted({schema for schema, _ in _backup_tables(backup).values()})
+    for schema in schemas:
+        if schema not in have:
+            raise BadInput(
+                f"schema {schema!r} is not in backup {backup.backup_id} (it has: {', '.join(have)})"
+            )
+
+
+def _server_session(target: TargetDatabase) -> postgres.Session:
+    dsn = target.dsn if target.exists else make_conninfo(target.dsn, dbname=MAINTENANCE_DATABASES[0])
+    return postgres.connect(dsn, application_name=APPLICATION_NAME)
+
+
+def read_globals(runtime: Runtime, backup: BackupRecord) -> str:
+    """The backup's roles object, once its size and SHA-256 equal the record's."""
+    assert backup.globals is not None
+    key = backup.globals.key
+    data = b"".join(runtime.store.iter_chunks(backup.bucket, key))
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != backup.globals.sha256 or len(data) != backup.globals.size_bytes:
+        raise ChecksumMismatch(
+            f"backup {backup.backup_id}: s3://{backup.bucket}/{key}: {len(data):,} bytes with SHA-256 "
+            f"{sha256}, the record says {backup.globals.size_bytes:,} bytes and {backup.globals.sha256}; "
+            "nothing was restored"
         )
-    schemas = sorted({table_schema(table) for table in tables})
-    if len(schemas) > 1:
+    return data.decode("utf-8")
+
+
+def _roles_to_create(
+    runtime: Runtime, backup: BackupRecord, target: TargetDatabase, notes: list[str]
+) -> RoleCreation | None:
+    """The roles the backup needs and the target server lacks, from the backup's globals.
+    BadInput, before anything is changed, when they cannot be created."""
+    if backup.globals is None:
+        notes.append(
+            "this backup has no roles object (taken before drsentry backed up roles): owners and grants "
+            "are kept, so every role they name must already exist on the target server"
+        )
+        return None
+    try:
+        cluster = parse_globals(read_globals(runtime, backup))
+    except GlobalsUnreadable as exc:
+        raise RestoreFailed(f"backup {backup.backup_id}: the roles object cannot be read: {exc}") from exc
+    with _server_session(target) as session:
+        existing = session.role_names()
+        databases = session.database_names() | {target.dbname}
+        may_create = session.may_create_roles()
+    creation = roles_to_create(cluster, backup.globals.roles, existing, databases)
+    if creation.not_in_globals:
         raise BadInput(
-            f"--table: one schema per restore (these are in {', '.join(schemas)}); run one per schema"
+            f"roles {', '.join(creation.not_in_globals)} are needed by backup {backup.backup_id} and exist "
+            "neither on the target server nor in the backup's globals: create them, "
+            "or restore with --no-owner"
         )
+    if creation.created and not may_create:
+        raise BadInput(
+            f"the target server lacks roles {', '.join(creation.created)} and the restoring user may not "
+            "create roles (needs CREATEROLE or superuser): create them first, connect as a user who may, "
+            "or restore with --no-owner; nothing was changed"
+        )
+    if creation.skipped_settings:
+        notes.append(
+            f"{len(creation.skipped_settings)} role setting(s) for databases not on the target skipped"
+        )
+    return creation
+
+
+def _select_entries(
+    runtime: Runtime,
+    backup: BackupRecord,
+    source: ObjectSource,
+    pg_restore: PgTool,
+    target: TargetDatabase,
+    *,
+    tables: list[tuple[str, str]],
+    schemas: tuple[str, ...],
+) -> Selection:
+    """The archive entries of a partial restore, from the archive's table of contents."""
+    try:
+        listing = read_listing(
+            runtime.store.iter_chunks(source.bucket, source.key, SCHEMA_CHUNK_BYTES), pg_restore
+        )
+    except SchemaUnreadable as exc:
+        raise RestoreFailed(
+            f"backup {backup.backup_id}: cannot read the archive's table of contents: {exc}"
+        ) from exc
+    if target.exists:
+        with postgres.connect(target.dsn, application_name=APPLICATION_NAME) as session:
+            defined = session.defined_objects()
+    else:
+        # A new database from template0 holds schema public and plpgsql.
+        defined = {("SCHEMA", "-", "public"), ("EXTENSION", "-", "plpgsql")}
+    return select_entries(
+        parse_listing(listing),
+        tables=tables,
+        schemas=schemas,
+        defined=defined,
+        known_tables=_backup_tables(backup).values(),
+    )
 
 
 def _pg_restore_for(runtime: Runtime, backup: BackupRecord) -> PgTool:
@@ -680,14 +867,14 @@ def _clean_options(plan: RecoveryPlan) -> list[str]:
     return ["--clean", "--if-exists"] if plan.clean and plan.mask is None else []
 
 
-def file_restore_options(plan: RecoveryPlan) -> list[str]:
+def file_restore_options(plan: RecoveryPlan, list_file: Path | None = None) -> list[str]:
     options = _clean_options(plan)
     options += [f"--jobs={plan.jobs}"] if plan.jobs else ["--single-transaction"]
-    if plan.tables:
-        # pg_restore's --table takes bare names and --schema narrows them; without it a bare
-        # name would also bring back a same-named table of another schema.
-        options.append(f"--schema={table_schema(plan.tables[0])}")
-        options += [f"--table={table.rpartition('.')[2]}" for table in plan.tables]
+    if not plan.keep_owners:
+        options += ["--no-owner", "--no-privileges"]
+    if list_file is not None:
+        # The entries restore_selection chose: pg_restore's own --table brings no partitions.
+        options.append(f"--use-list={list_file}")
     return options
 
 
@@ -696,15 +883,13 @@ def table_schema(table: str) -> str:
     return table.rpartition(".")[0] or "public"
 
 
-def _run_pg_restore(plan: RecoveryPlan, dsn: str, archive: Path) -> None:
+def _run_pg_restore(plan: RecoveryPlan, dsn: str, archive: Path, list_file: Path | None = None) -> None:
     dsn_without_password, env = pg_environment(dsn, APPLICATION_NAME)
     command = [
         str(plan.pg_restore.path),
-        "--no-owner",
-        "--no-privileges",
         "--exit-on-error",
         "--no-password",
-        *file_restore_options(plan),
+        *file_restore_options(plan, list_file),
         f"--dbname={dsn_without_password}",
         str(archive),
     ]
@@ -739,13 +924,18 @@ def _restore_into(
                 options=(*_clean_options(plan), "--single-transaction"),
                 remaining_seconds=runtime.remaining_seconds,
                 application_name=APPLICATION_NAME,
+                keep_owners=plan.keep_owners,
             )
             outcome.raise_for_failure()
             return download.size_bytes, download.sha256, time.monotonic() - started
         with tempfile.TemporaryDirectory(prefix="drsentry-restore-") as directory:
             archive = download_archive(runtime.store, plan.backup, plan.source, Path(directory), progress)
             progress.phase(f"pg_restore{f' --jobs {plan.jobs}' if plan.jobs else ''}")
-            _run_pg_restore(plan, dsn, archive)
+            list_file = None
+            if plan.selection is not None:
+                list_file = Path(directory) / "selected.list"
+                list_file.write_text(plan.selection.listing(), encoding="utf-8")
+            _run_pg_restore(plan, dsn, archive, list_file)
         return plan.backup.size_bytes or 0, plan.backup.sha256 or "", time.monotonic() - started
     except ObjectArchived as exc:
         raise explain_unreadable(plan.backup, exc) from exc
@@ -762,7 +952,7 @@ def _count(plan: RecoveryPlan, masking: MaskingReport | None) -> tuple[list[Tabl
         note = "truncated by the mask rules" if table in truncated else ""
         counts.append(TableCount(table, plan.backup.tables.get(table), restored.get(table), note))
     warnings = []
-    if not plan.tables:
+    if not plan.partial:
         extra = sorted(set(restored) - set(plan.backup.tables))
         if extra:
             warnings.append(
@@ -785,6 +975,7 @@ def execute_recovery(
     if not plan.source.readable and plan.source.archive is not None:
         _stop_at_archive(runtime, plan)
     target = plan.target
+    _create_roles(plan)
     created: str | None = None
     restore_dsn = target.dsn
     if plan.mask is not None:
@@ -838,6 +1029,18 @@ def execute_recovery(
         warnings=warnings,
         smoke=smoke_results,
     )
+
+
+def _create_roles(plan: RecoveryPlan) -> None:
+    """The backup's roles the target lacks, before anything else is changed: all or none."""
+    if plan.roles is None or not plan.roles.statements:
+        return
+    try:
+        with _server_session(plan.target) as session:
+            session.run_role_statements(plan.roles.statements)
+    except postgres.RoleNotCreated as exc:
+        raise BadInput(f"{exc}; no role was created and nothing was restored") from exc
+    logger.info("roles created", extra={"roles": plan.roles.created})
 
 
 def _with_target_state(plan: RecoveryPlan, exc: RestoreFailed, created: bool) -> RestoreFailed:

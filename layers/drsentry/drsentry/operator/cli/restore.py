@@ -101,7 +101,11 @@ def _print_plan(plan: Any) -> None:
         ("verification", verified),
         ("source", escape(plan.source.description)),
         ("restore into", f"[bold]{escape(target.where)}[/] ({state}{version})"),
-        ("tables", escape(", ".join(plan.tables)) if plan.tables else f"all {len(backup.tables)}"),
+        (
+            "tables",
+            escape(", ".join(plan.restored_tables)) if plan.partial else f"all {len(backup.tables)}",
+        ),
+        ("roles", escape(_roles_line(plan))),
     ]
     if plan.mask is not None:
         rows.append(("mask", f"{escape(plan.mask.source)} ({len(plan.mask.tables)} table rule(s))"))
@@ -112,6 +116,16 @@ def _print_plan(plan: Any) -> None:
         stdout.print(f"  {number}. {escape(step)}", highlight=False)
     for note in plan.notes:
         stdout.print(f"  [yellow]note:[/] {escape(note)}", highlight=False)
+
+
+def _roles_line(plan: Any) -> str:
+    if not plan.keep_owners:
+        return "--no-owner: none created, owners and grants dropped"
+    if plan.roles is None:
+        return "no roles object in this backup: the roles its owners and grants name must exist"
+    if not plan.roles.created:
+        return "every role the backup needs exists on the target server"
+    return f"to create: {', '.join(plan.roles.created)}"
 
 
 def _print_result(result: Any) -> None:
@@ -143,6 +157,15 @@ def _print_result(result: Any) -> None:
                 highlight=False,
             )
         stdout.print(f"[green]masking proven[/]: {escape(result.masking.summary())}", highlight=False)
+    roles = plan.roles
+    if roles is not None and roles.created:
+        stdout.print(f"roles created: {escape(', '.join(roles.created))}", highlight=False)
+    if roles is not None and roles.without_password:
+        stdout.print(
+            "[yellow]roles without a password[/] (the backup had none; setting one is yours: "
+            f"ALTER ROLE name PASSWORD '...'): {escape(', '.join(roles.without_password))}",
+            highlight=False,
+        )
     for warning in result.warnings:
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if result.smoke:
@@ -174,7 +197,24 @@ ToOption = Annotated[
 ]
 TableOption = Annotated[
     list[str] | None,
-    typer.Option("--table", help="Restore only this table (repeatable).", show_default=False),
+    typer.Option(
+        "--table",
+        help='Restore only this table, with its partitions (repeatable): table, schema.table or "S"."T".',
+        show_default=False,
+    ),
+]
+SchemaOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--schema", help="Restore only this schema, everything in it (repeatable).", show_default=False
+    ),
+]
+NoOwnerOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-owner",
+        help="Another environment: everything owned by the restoring user, no grants, no roles created.",
+    ),
 ]
 CleanOption = Annotated[
     bool, typer.Option("--clean", help="Allow a non-empty target: drop the backup's objects there first.")
@@ -210,6 +250,8 @@ def restore(
     *,
     to: ToOption,
     table: TableOption = None,
+    schema: SchemaOption = None,
+    no_owner: NoOwnerOption = False,
     clean: CleanOption = False,
     yes: YesOption = False,
     jobs: JobsOption = None,
@@ -242,6 +284,8 @@ def restore(
         jobs=jobs,
         mask=rules,
         allow_source=source_ok,
+        schemas=tuple(schema or ()),
+        no_owner=no_owner,
     )
     smoke_checks = runtime.config.target(plan.backup.target).smoke if smoke else []
     if smoke and not smoke_checks:
