@@ -111,7 +111,8 @@ where c.relkind in ('v', 'm') and {_USER_SCHEMAS}
 # of. Objects of extensions are left out (CREATE EXTENSION makes them, owned by the restoring
 # user); predefined roles (pg_*) exist on every server; 0 is PUBLIC.
 _OWNED = f"""
-select nspowner, nspacl from pg_namespace n where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="n.oid")}
+select nspowner, nspacl from pg_namespace n
+ where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="n.oid")}
 union all
 select c.relowner, c.relacl from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="c.oid")}

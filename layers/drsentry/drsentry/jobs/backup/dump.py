@@ -7,7 +7,8 @@ dumps that snapshot (``--snapshot``) while the transaction reads the row counts,
 RLS policies, schema fingerprint, the roles referenced and every table's owner and grants in
 it, so the manifest describes exactly what the dump holds. pg_dump writes its custom format
 uncompressed (``-Z0``) and drsentry compresses it with multi-threaded zstd: pg_dump's own
-gzip is single-threaded and the slowest part of a dump. Nothing is staged on disk; memory is bounded by the upload's part buffers.
+gzip is single-threaded and the slowest part of a dump. Nothing is staged on disk; memory is
+bounded by the upload's part buffers.
 
 The upload completes only after pg_dump exited 0 with no error on stderr; otherwise the
 multipart upload is aborted and no object remains.

@@ -51,7 +51,9 @@ def capture_globals(
     ]
     if not role_passwords:
         command.append("--no-role-passwords")
-    timeout = GLOBALS_TIMEOUT_SECONDS if time_left is None else max(min(GLOBALS_TIMEOUT_SECONDS, time_left), 1.0)
+    timeout = GLOBALS_TIMEOUT_SECONDS
+    if time_left is not None:
+        timeout = max(min(GLOBALS_TIMEOUT_SECONDS, time_left), 1.0)
     try:
         finished = subprocess.run(command, capture_output=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -61,7 +63,8 @@ def capture_globals(
     stderr = finished.stderr.decode("utf-8", errors="replace").strip()
     errors = error_lines(stderr)
     if finished.returncode != 0 or errors:
-        raise BackupFailed(sanitize(pg_dumpall_failure(finished.returncode, errors or stderr.splitlines()), dsn))
+        failure = pg_dumpall_failure(finished.returncode, errors or stderr.splitlines())
+        raise BackupFailed(sanitize(failure, dsn))
     if not finished.stdout.strip():
         raise BackupFailed("pg_dumpall --globals-only produced no output")
     return CapturedGlobals(sql=finished.stdout, role_passwords=role_passwords, pg_dumpall=pg_dumpall)
@@ -85,5 +88,9 @@ def store_globals(
         key,
         captured.sql,
         content_type=CONTENT_TYPE,
-        metadata={"backup-id": backup_id, "target": target, "role-passwords": str(captured.role_passwords).lower()},
+        metadata={
+            "backup-id": backup_id,
+            "target": target,
+            "role-passwords": "true" if captured.role_passwords else "false",
+        },
     )
