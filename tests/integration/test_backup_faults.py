@@ -181,6 +181,12 @@ def test_catalog_down_after_upload_names_the_orphan_and_rebuild_recovers_it(
     assert record.key == key
     assert record.status == "completed"
     assert record.tier == "monthly"
+    # with the roles object the manifest names, as it is in the bucket
+    assert record.globals is not None
+    roles_tags = clients.s3().get_object_tagging(Bucket=config.storage.bucket, Key=record.globals.key)[
+        "TagSet"
+    ]
+    assert {tag["Key"]: tag["Value"] for tag in roles_tags}["sha256"] == record.globals.sha256
 
 
 def test_scheduled_run_reports_catalog_errors_per_target(

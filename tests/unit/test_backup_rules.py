@@ -9,12 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drsentry.adapters.buckets import MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, TiB, capacity, part_size
+from drsentry.adapters.pgmeta import acl_grants
 from drsentry.adapters.pgtools import PgTool, error_lines, require_compatible
 from drsentry.core.errors import BackupNotFound, PgToolsError
 from drsentry.core.gfs import assign_tier
 from drsentry.core.records import BackupRecord, check_backup_id, new_backup_id
 from drsentry.jobs.backup.dump import pg_dump_failure
-from drsentry.jobs.backup.rules import backup_metrics, object_keys
+from drsentry.jobs.backup.rules import backup_metrics, globals_key, object_keys
 
 
 def at(text: str) -> datetime:
@@ -189,3 +190,16 @@ def test_a_failed_backup_reports_the_newest_completed_backups_age_when_known() -
     # Unknown (the catalog did not answer): no age at all, which the alarm treats as stale.
     names = [name for name, _, _ in backup_metrics(record, newest_completed_age=None)]
     assert "BackupAgeSeconds" not in names
+
+
+def test_grants_are_one_entry_per_grantee_with_sorted_privileges() -> None:
+    grants = acl_grants(
+        ["reader", "owner", "reader", "PUBLIC", "owner"], ["SELECT", "UPDATE", "INSERT*", "SELECT", "SELECT"]
+    )
+    assert grants == ("PUBLIC=SELECT", "owner=SELECT,UPDATE", "reader=INSERT*,SELECT")
+
+
+def test_the_roles_object_lies_beside_the_dump() -> None:
+    dump_key, _ = object_keys("backups/", "app", "20260105T010203Z-abcd1234")
+    expected = dump_key.replace(".dump", ".globals.sql")
+    assert globals_key("backups/", "app", "20260105T010203Z-abcd1234") == expected

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from drsentry.adapters.buckets import ObjectHead, ReplicationRule, bucket_region, regional_kms_key
 from drsentry.core.config import ReplicaConfig
 from drsentry.core.errors import StorageError
-from drsentry.core.records import ReplicaDetail
+from drsentry.core.records import ClusterGlobals, ReplicaDetail
 from drsentry.jobs.replication.report import (
     MAX_LISTED,
     BackupCheck,
@@ -27,6 +27,7 @@ from drsentry.jobs.replication.rules import (
     Verdict,
     fingerprint_of,
     judge_backup,
+    judge_globals,
     lag_severity,
     needs_reading,
     object_facts,
@@ -432,3 +433,27 @@ def test_notice_severity_follows_the_status() -> None:
         notice = notice_for(ReplicationReport(status=status, **base))
         assert (notice.source, notice.severity, notice.status) == ("replication-check", severity, status)
         assert len(notice.details["missing"]) == 20  # an alert lists a few; the record keeps more
+
+
+# the roles object's replica ----------------------------------------------------------------
+
+
+def _roles_object() -> ClusterGlobals:
+    return ClusterGlobals(key="b/app/x.globals.sql", sha256="ab" * 32, size_bytes=120, role_passwords=False)
+
+
+def test_a_missing_roles_object_replica_makes_the_backup_missing() -> None:
+    verdict = judge_globals(_roles_object(), ObjectFacts(exists=False))
+    assert verdict is not None
+    assert (verdict.state, verdict.judgement) == ("missing", "critical")
+
+
+def test_a_roles_object_replica_with_other_bytes_is_a_mismatch() -> None:
+    verdict = judge_globals(_roles_object(), ObjectFacts(exists=True, size_bytes=120, sha256="cd" * 32))
+    assert verdict is not None
+    assert verdict.state == "mismatch"
+
+
+def test_an_identical_roles_object_replica_and_a_backup_without_one_are_fine() -> None:
+    assert judge_globals(_roles_object(), ObjectFacts(exists=True, size_bytes=120, sha256="ab" * 32)) is None
+    assert judge_globals(None, ObjectFacts(exists=False)) is None

@@ -3,7 +3,8 @@ functions, row-level security, size, and a schema fingerprint.
 
 Backup reads it inside the exported snapshot that pg_dump dumps, verify reads it from the
 restored database, and the two must agree. The fingerprint leaves out owners, grants and
-OIDs, which a restore into another server legitimately changes.
+OIDs, which a restore into another server legitimately changes; owners and grants are read
+on their own (`referenced_roles`, `table_acls`) so that a restore keeping them can be checked.
 """
 
 from __future__ import annotations
@@ -105,6 +106,92 @@ where c.relkind in ('v', 'm') and {_USER_SCHEMAS}
 """
 
 
+# Every role the database names: owners of its objects, grantees of their ACLs (and of the
+# default ACLs), the roles of its RLS policies, then, transitively, the roles those are members
+# of. Objects of extensions are left out (CREATE EXTENSION makes them, owned by the restoring
+# user); predefined roles (pg_*) exist on every server; 0 is PUBLIC.
+_OWNED = f"""
+select nspowner, nspacl from pg_namespace n
+ where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="n.oid")}
+union all
+select c.relowner, c.relacl from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="c.oid")}
+union all
+select p.proowner, p.proacl from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+ where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="p.oid")}
+union all
+select t.typowner, t.typacl from pg_type t join pg_namespace n on n.oid = t.typnamespace
+ where {_USER_SCHEMAS} and {_NOT_FROM_EXTENSION.format(oid="t.oid")}
+union all
+select d.datdba, d.datacl from pg_database d where d.datname = current_database()
+union all
+select m.lomowner, m.lomacl from pg_largeobject_metadata m
+union all
+select s.srvowner, s.srvacl from pg_foreign_server s where {_NOT_FROM_EXTENSION.format(oid="s.oid")}
+union all
+select f.fdwowner, f.fdwacl from pg_foreign_data_wrapper f where {_NOT_FROM_EXTENSION.format(oid="f.oid")}
+union all
+select e.evtowner, null::aclitem[] from pg_event_trigger e
+union all
+select pub.pubowner, null::aclitem[] from pg_publication pub
+"""
+
+REFERENCED_ROLES_SQL = f"""
+with recursive owned(owner, acl) as ({_OWNED}),
+direct(role) as (
+    select owner from owned
+    union
+    select (aclexplode(acl)).grantee from owned where acl is not null
+    union
+    select (aclexplode(a.attacl)).grantee
+      from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+     where a.attacl is not null and {_USER_SCHEMAS}
+    union
+    select d.defaclrole from pg_default_acl d
+    union
+    select (aclexplode(d.defaclacl)).grantee from pg_default_acl d
+    union
+    select unnest(p.polroles) from pg_policy p
+),
+referenced(role) as (
+    select role from direct where role <> 0
+    union
+    select m.roleid from pg_auth_members m join referenced r on m.member = r.role
+)
+select distinct a.rolname from referenced r join pg_roles a on a.oid = r.role
+where a.rolname not like 'pg\\_%'
+order by 1
+"""
+
+# Owner and grants of every table, sequence, view, materialized view and foreign table. A
+# relation that was never granted has no ACL: its default (the owner's privileges) is made
+# explicit, so that "never granted" and "granted what the default is" compare equal.
+_GRANTEE = "case when x.grantee = 0 then 'PUBLIC' else pg_get_userbyid(x.grantee) end"
+_PRIVILEGE = "x.privilege_type || case when x.is_grantable then '*' else '' end"
+RELATION_ACL_SQL = f"""
+select n.nspname, c.relname, pg_get_userbyid(c.relowner),
+       coalesce(array_agg({_GRANTEE} order by 1) filter (where x.grantee is not null), '{{}}'),
+       coalesce(array_agg({_PRIVILEGE} order by 1) filter (where x.grantee is not null), '{{}}')
+from pg_class c
+join pg_namespace n on n.oid = c.relnamespace
+left join lateral aclexplode(
+    coalesce(c.relacl, acldefault(case when c.relkind = 'S' then 's' else 'r' end::"char", c.relowner))
+) x on true
+where c.relkind in ('r', 'p', 'S', 'v', 'm', 'f') and {_USER_SCHEMAS}
+  and {_NOT_FROM_EXTENSION.format(oid="c.oid")}
+group by n.nspname, c.relname, c.relowner
+union all
+select n.nspname, c.relname || '.' || a.attname, pg_get_userbyid(c.relowner),
+       array_agg({_GRANTEE} order by 1), array_agg({_PRIVILEGE} order by 1)
+from pg_attribute a
+join pg_class c on c.oid = a.attrelid
+join pg_namespace n on n.oid = c.relnamespace
+cross join lateral aclexplode(a.attacl) x
+where a.attacl is not null and not a.attisdropped and {_USER_SCHEMAS}
+group by n.nspname, c.relname, a.attname, c.relowner
+"""
+
+
 def display_name(schema: str, name: str) -> str:
     """`organizations` for public tables, `audit.events` elsewhere: how users write them."""
     return name if schema == "public" else f"{schema}.{name}"
@@ -118,6 +205,18 @@ class RlsTable:
     policies: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class RelationAcl:
+    """Who owns a relation and what each role may do with it: `grantee=PRIV,PRIV` (a `*` after
+    a privilege the grantee may grant on), one entry per grantee, sorted; `PUBLIC` is everyone."""
+
+    owner: str
+    grants: tuple[str, ...]
+
+    def manifest_entry(self) -> dict[str, object]:
+        return {"owner": self.owner, "grants": list(self.grants)}
+
+
 @dataclass
 class DatabaseFacts:
     server_version: str
@@ -126,6 +225,10 @@ class DatabaseFacts:
     functions: list[str] = field(default_factory=list)
     rls: list[RlsTable] = field(default_factory=list)
     schema_fingerprint: str = ""
+    # The roles the database references (sorted) and the owner and grants of every relation
+    # (`display_name`; a column's grants under `table.column`).
+    roles: list[str] = field(default_factory=list)
+    acl: dict[str, RelationAcl] = field(default_factory=dict)
 
     def manifest_fields(self) -> dict[str, object]:
         return {
@@ -138,6 +241,7 @@ class DatabaseFacts:
                 for t in self.rls
             ],
             "schema_fingerprint": self.schema_fingerprint,
+            "acl": {name: acl.manifest_entry() for name, acl in sorted(self.acl.items())},
         }
 
 
@@ -188,6 +292,35 @@ def rls_tables(conn: psycopg.Connection) -> list[RlsTable]:
     ]
 
 
+def referenced_roles(conn: psycopg.Connection) -> list[str]:
+    """The roles a restore of this database must find or create, sorted."""
+    return [str(row[0]) for row in conn.execute(REFERENCED_ROLES_SQL)]
+
+
+def acl_grants(grantees: list[str], privileges: list[str]) -> tuple[str, ...]:
+    """`grantee=PRIV,PRIV` per grantee, privileges and grantees sorted: one entry per role, so
+    that grants given in one statement or in several compare equal."""
+    by_grantee: dict[str, set[str]] = {}
+    for grantee, privilege in zip(grantees, privileges, strict=True):
+        by_grantee.setdefault(grantee, set()).add(privilege)
+    return tuple(f"{grantee}={','.join(sorted(privs))}" for grantee, privs in sorted(by_grantee.items()))
+
+
+def table_acls(conn: psycopg.Connection) -> dict[str, RelationAcl]:
+    """Owner and grants of every relation; a column's grants under `table.column`."""
+    return {
+        display_name(schema, name): RelationAcl(str(owner), acl_grants(grantees, privileges))
+        for schema, name, owner, grantees, privileges in conn.execute(RELATION_ACL_SQL).fetchall()
+    }
+
+
+def can_read_role_passwords(conn: psycopg.Connection) -> bool:
+    """Whether pg_dumpall may read pg_authid (superusers, or a user granted it). RDS and Aurora
+    master users are not superusers: their roles are dumped without passwords."""
+    row = conn.execute("select has_table_privilege('pg_catalog.pg_authid', 'select')").fetchone()
+    return bool(row and row[0])
+
+
 def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
     """Everything at once; call inside the transaction whose snapshot matters."""
     return DatabaseFacts(
@@ -197,4 +330,6 @@ def read_facts(conn: psycopg.Connection) -> DatabaseFacts:
         functions=functions(conn),
         rls=rls_tables(conn),
         schema_fingerprint=schema_fingerprint(conn),
+        roles=referenced_roles(conn),
+        acl=table_acls(conn),
     )

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from drsentry.adapters import pgmeta
-from drsentry.adapters.pgmeta import DatabaseFacts, read_facts, server_version
+from drsentry.adapters.pgmeta import DatabaseFacts, can_read_role_passwords, read_facts, server_version
 from drsentry.adapters.secrets import conninfo_to_dict, redact, sanitize
 from drsentry.core.errors import (
     ConnectionLost,
@@ -308,6 +308,11 @@ class SnapshotSession:
     def server_version(self) -> str:
         with _snapshot_errors():
             return server_version(self._conn)
+
+    def can_read_role_passwords(self) -> bool:
+        """Whether pg_dumpall, run as this user, may dump role passwords."""
+        with _snapshot_errors():
+            return can_read_role_passwords(self._conn)
 
     def read_facts(self) -> DatabaseFacts:
         """Row counts, functions, RLS and the schema fingerprint, as the snapshot has them. May

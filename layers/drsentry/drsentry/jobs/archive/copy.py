@@ -6,7 +6,9 @@ bucket in the configured storage class. The copy's size, storage class and SHA-2
 back and compared with the catalog; only then is Object Lock retention (`lock_days`,
 `lock_mode`) put on that exact version and read back too. The manifest goes along in
 STANDARD, locked the same way, so the catalog can be read (and the record re-created by hand)
-without a restore. The record gets its `archive` sub-document only when all of this held.
+without a restore. So does the roles object (a few kilobytes: a restore of the dump from the
+archive needs no second Glacier restore for it), its SHA-256 read back before it is locked.
+The record gets its `archive` sub-document only when all of this held.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class ArchiveCopier:
         primary = self.runtime.buckets.bucket(record.bucket)
         version_id, verified_by = self._copy_dump(primary, record)
         self._copy_manifest(primary, record)
+        self._copy_globals(primary, record)
         copy = ArchiveCopy(
             bucket=archive.bucket,
             key=record.key,
@@ -133,6 +136,31 @@ class ArchiveCopier:
             )
         if self.lock:
             self._lock(record.manifest_key, manifest_version)
+
+    def _copy_globals(self, primary: Bucket, record: BackupRecord) -> None:
+        """The roles object, in STANDARD beside the manifest, checked against the record and locked."""
+        if record.globals is None:
+            return  # taken before roles were backed up
+        key = record.globals.key
+        source = primary.head(key)
+        if source is None:
+            raise ArchiveFailed(f"s3://{record.bucket}/{key}: the backup's roles object is missing")
+        tags = primary.tags(key, source.version_id)
+        self.archive_bucket.copy_in(
+            primary, source, storage_class="STANDARD", metadata=source.metadata, tags=tags, parts=COPY_PARTS
+        )
+        copy = self.archive_bucket.head(key)
+        version_id = copy.version_id if copy is not None else None
+        digest = hashlib.sha256()
+        for chunk in self.archive_bucket.iter_chunks(key):
+            digest.update(chunk)
+        if digest.hexdigest() != record.globals.sha256:
+            raise ArchiveFailed(
+                f"s3://{self.archive.bucket}/{key}: SHA-256 {digest.hexdigest()} differs from the "
+                f"catalog's {record.globals.sha256}" + _discard(self.archive_bucket, key, version_id)
+            )
+        if self.lock:
+            self._lock(key, version_id)
 
     def _check_copy(
         self, record: BackupRecord, copy: ObjectHead | None, source_sha256: str | None

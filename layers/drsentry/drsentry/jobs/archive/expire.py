@@ -1,6 +1,6 @@
 """Expiry of one backup: every copy deleted, then the record marked `expired`.
 
-Every version of the dump and its manifest is deleted from the archive copy (if any), the
+Every version of the dump, its manifest and its roles object is deleted from the archive copy (if any), the
 replica (in both `copy` and `crr` mode) and the primary bucket, in that order, so the record's
 own location is the last to go; then the record becomes `expired` with the reason. Object
 Lock is never bypassed: a refused delete raises DeleteRefused and the record stays as it was,
@@ -22,7 +22,7 @@ def expire_backup(runtime: Runtime, record: BackupRecord, reason: str) -> str:
         archive = record.archive
         _delete_versions(
             runtime.buckets.bucket(archive.bucket),
-            [archive.key or record.key, archive.manifest_key or record.manifest_key],
+            [archive.key or record.key, *_globals(record), archive.manifest_key or record.manifest_key],
         )
         # Recorded at once: should a later step be refused, the next run knows this copy is gone.
         deleted = archive.model_copy(update={"deleted_at": iso(runtime.clock())})
@@ -36,10 +36,11 @@ def expire_backup(runtime: Runtime, record: BackupRecord, reason: str) -> str:
         _delete_versions(
             runtime.buckets.bucket(detail.bucket or replica.bucket, detail.region or replica.region),
             # The copy and S3 replication keep the source's keys.
-            [record.key, record.manifest_key],
+            [record.key, *_globals(record), record.manifest_key],
         )
         places.append("replica")
-    _delete_versions(runtime.buckets.bucket(record.bucket), [record.key, record.manifest_key])
+    primary_keys = [record.key, *_globals(record), record.manifest_key]
+    _delete_versions(runtime.buckets.bucket(record.bucket), primary_keys)
     places.append("primary")
     runtime.catalog.update_backup(
         record.target,
@@ -49,8 +50,14 @@ def expire_backup(runtime: Runtime, record: BackupRecord, reason: str) -> str:
     return f"deleted from {', '.join(places)}"
 
 
+def _globals(record: BackupRecord) -> list[str]:
+    """The roles object's key (the same in every copy), if the backup has one."""
+    return [record.globals.key] if record.globals is not None else []
+
+
 def _delete_versions(bucket: Bucket, keys: list[str]) -> None:
-    """Delete every version and delete marker of each key, the dump before its manifest.
-    A version under Object Lock is refused (DeleteRefused), never forced."""
+    """Delete every version and delete marker of each key, in order: the manifest last, as it is
+    what `catalog rebuild` would find. A version under Object Lock is refused (DeleteRefused),
+    never forced."""
     for key in keys:
         bucket.delete_all_versions(key)

@@ -1,12 +1,14 @@
-"""The dump: `pg_dump` of one exported snapshot, streamed through zstd and SHA-256 into the
-backup object's multipart upload, under a watchdog that stops it before the run's deadline.
+"""The dump: the cluster's roles (`jobs.backup.globals`), then `pg_dump` of one exported
+snapshot, streamed through zstd and SHA-256 into the backup object's multipart upload, under
+a watchdog that stops it before the run's deadline.
 
 One REPEATABLE READ transaction exports a snapshot (`drsentry.adapters.postgres`); pg_dump
 dumps that snapshot (``--snapshot``) while the transaction reads the row counts, functions,
-RLS policies and schema fingerprint in it, so the manifest describes exactly what the dump
-holds. pg_dump writes its custom format uncompressed (``-Z0``) and drsentry compresses it
-with multi-threaded zstd: pg_dump's own gzip is single-threaded and the slowest part of a
-dump. Nothing is staged on disk; memory is bounded by the upload's part buffers.
+RLS policies, schema fingerprint, the roles referenced and every table's owner and grants in
+it, so the manifest describes exactly what the dump holds. pg_dump writes its custom format
+uncompressed (``-Z0``) and drsentry compresses it with multi-threaded zstd: pg_dump's own
+gzip is single-threaded and the slowest part of a dump. Nothing is staged on disk; memory is
+bounded by the upload's part buffers.
 
 The upload completes only after pg_dump exited 0 with no error on stderr; otherwise the
 multipart upload is aborted and no object remains.
@@ -38,6 +40,7 @@ from drsentry.adapters.secrets import redact, sanitize
 from drsentry.core.deadlines import Remaining
 from drsentry.core.errors import BackupFailed, DrsentryError
 from drsentry.core.observability import logger
+from drsentry.jobs.backup.globals import CapturedGlobals, capture_globals
 from drsentry.jobs.backup.rules import COMPRESSION
 
 READ_CHUNK = 1024 * 1024
@@ -103,6 +106,7 @@ class DumpOutcome:
     stored: StoredObject
     pg_dump: PgTool
     facts: DatabaseFacts
+    globals: CapturedGlobals
 
 
 @dataclass
@@ -119,6 +123,7 @@ class DatabaseDump:
 
     def run(self, dsn: str) -> DumpOutcome:
         pg_dump = find_tool("pg_dump", self.pg_bin_dir)
+        pg_dumpall = find_tool("pg_dumpall", self.pg_bin_dir)
         logger.info(
             "backup starting",
             extra={
@@ -133,7 +138,17 @@ class DatabaseDump:
         with SnapshotSession.open(dsn, application_name="drsentry-backup") as session:
             self.watchdog.session = session
             try:
-                require_compatible(pg_dump, session.server_version())
+                server_version = session.server_version()
+                require_compatible(pg_dump, server_version)
+                require_compatible(pg_dumpall, server_version)
+                self.watchdog.check()
+                # The roles first: a failed pg_dumpall fails the backup before any object exists.
+                cluster_globals = capture_globals(
+                    pg_dumpall,
+                    dsn,
+                    role_passwords=session.can_read_role_passwords(),
+                    time_left=self._time_before_margin(),
+                )
                 self.watchdog.check()
                 # The facts are read in the snapshot while pg_dump dumps it: counting every row
                 # takes about as long as scanning the database, and need not come first.
@@ -147,7 +162,11 @@ class DatabaseDump:
                     facts = reading.result()
             finally:
                 self.watchdog.session = None  # closed with the block: nothing left to cancel
-        return DumpOutcome(stored=stored, pg_dump=pg_dump, facts=facts)
+        return DumpOutcome(stored=stored, pg_dump=pg_dump, facts=facts, globals=cluster_globals)
+
+    def _time_before_margin(self) -> float | None:
+        remaining = self.watchdog.time_left()
+        return None if remaining is None else remaining - TIMEOUT_MARGIN_SECONDS
 
     def _stream(self, dsn: str, pg_dump: PgTool, snapshot: str, facts: Future[DatabaseFacts]) -> StoredObject:
         dsn_without_password, env = pg_environment(dsn, "drsentry-pg_dump")

@@ -9,9 +9,10 @@ from drsentry.adapters.secrets import sanitize
 from drsentry.core import gfs, observability
 from drsentry.core.errors import CatalogError, CatalogWriteFailed, DrsentryError
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, Tier, iso, new_backup_id
+from drsentry.core.records import BackupRecord, ClusterGlobals, Tier, iso, new_backup_id
 from drsentry.jobs.backup.dump import DatabaseDump, DumpOutcome, Watchdog
-from drsentry.jobs.backup.rules import COMPRESSION, backup_manifest, backup_metrics, object_keys
+from drsentry.jobs.backup.globals import store_globals
+from drsentry.jobs.backup.rules import COMPRESSION, backup_manifest, backup_metrics, globals_key, object_keys
 from drsentry.jobs.runtime import Runtime
 
 # Outside Lambda a run has no deadline; a crashed one's lock expires after this.
@@ -30,6 +31,7 @@ class BackupRun:
         self.key, self.manifest_key = object_keys(
             self.config.storage.prefix, self.target.name, self.backup_id
         )
+        self.globals_key = globals_key(self.config.storage.prefix, self.target.name, self.backup_id)
         self.bucket = runtime.buckets.bucket(self.config.storage.bucket)
         self._dsn = ""
         self._watchdog = Watchdog(runtime.remaining_seconds)
@@ -101,8 +103,25 @@ class BackupRun:
             return None
         return gfs.assign_tier(self.started, previous.started if previous else None)
 
+    def _store_globals(self, outcome: DumpOutcome) -> ClusterGlobals:
+        stored = store_globals(
+            self.bucket, self.globals_key, outcome.globals, backup_id=self.backup_id, target=self.target.name
+        )
+        return ClusterGlobals(
+            key=stored.key,
+            sha256=stored.sha256,
+            size_bytes=stored.size_bytes,
+            role_passwords=outcome.globals.role_passwords,
+            roles=outcome.facts.roles,
+        )
+
     def _record_success(self, outcome: DumpOutcome) -> BackupRecord:
         facts = outcome.facts
+        try:
+            cluster_globals = self._store_globals(outcome)
+        except DrsentryError as exc:
+            self.bucket.delete_all_versions(self.key)
+            return self._record_failure(f"writing the roles object failed, backup object removed: {exc}")
         record = self._base_record(
             status="completed",
             size_bytes=outcome.stored.size_bytes,
@@ -116,12 +135,16 @@ class BackupRun:
             schema_fingerprint=facts.schema_fingerprint,
             tables=facts.tables,
             replica="pending" if self.config.storage.replica else None,
+            globals=cluster_globals,
         )
         try:
             self.bucket.put_json(self.manifest_key, backup_manifest(record, facts))
         except DrsentryError as exc:
             self.bucket.delete_all_versions(self.key)
-            return self._record_failure(f"writing the manifest failed, backup object removed: {exc}")
+            self.bucket.delete_all_versions(self.globals_key)
+            return self._record_failure(
+                f"writing the manifest failed, backup and roles objects removed: {exc}"
+            )
         try:
             self.runtime.catalog.put_backup(record)
         except CatalogError as exc:

@@ -33,7 +33,7 @@ from drsentry.core.config import ReplicaConfig
 from drsentry.core.errors import BackupNotFound, BadInput, BucketNotFound, CatalogError, StorageError
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, iso, parse_iso
-from drsentry.jobs.replication.objects import establish_sha256, facts_of
+from drsentry.jobs.replication.objects import establish_sha256, facts_of, small_object_facts
 from drsentry.jobs.replication.report import (
     BackupCheck,
     ReplicationReport,
@@ -51,6 +51,7 @@ from drsentry.jobs.replication.rules import (
     Verdict,
     fingerprint_of,
     judge_backup,
+    judge_globals,
     object_facts,
     overall_status,
     region_problems,
@@ -82,6 +83,7 @@ _WINDOW_FIELDS = (
     "key",
     "manifest_key",
     "replica",
+    "globals",
 )
 _WINDOW_DETAIL_FIELDS = ("etag", "last_modified", "error")
 
@@ -154,7 +156,7 @@ class _ReplicaInspector:
     def inspect(self, record: BackupRecord) -> BackupCheck:
         age = max((self.now - parse_iso(record.finished_at or record.started_at)).total_seconds(), 0.0)
         verified = verified_fingerprint(record.replica, record.replica_detail)
-        manifest_listed = self.inventory.get(record.manifest_key) is not None
+        manifest_listed = self.inventory.get(record.manifest_key) is not None and self._globals_listed(record)
         if still_verified(self.inventory.get(record.key), manifest_listed, record.size_bytes, verified):
             return BackupCheck(
                 record.backup_id, Verdict("ok", "ok", "replica unchanged since verified"), None, age
@@ -165,6 +167,13 @@ class _ReplicaInspector:
             return BackupCheck(record.backup_id, None, str(exc), age)
         self._record_state(record, verdict, replica)
         return BackupCheck(record.backup_id, verdict, None, age)
+
+    def _globals_listed(self, record: BackupRecord) -> bool:
+        """The roles object is listed with its recorded size (or the backup has none)."""
+        if record.globals is None:
+            return True
+        listed = self.inventory.get(record.globals.key)
+        return listed is not None and listed.size_bytes == record.globals.size_bytes
 
     def _replica_head(self, key: str) -> ObjectHead | None:
         if self.inventory.covers(key) and self.inventory.get(key) is None:
@@ -206,6 +215,11 @@ class _ReplicaInspector:
             # "missing" stays missing: it was seen and gone, or it is past max_lag anyway.
             seen_before=record.replica in SEEN_STATES,
         )
+        if verdict.state == "ok" and record.globals is not None:
+            globals_key = record.globals.key
+            globals_head = self._replica_head(globals_key)
+            replica_globals = small_object_facts(self.replica_bucket, globals_key, globals_head)
+            verdict = judge_globals(record.globals, replica_globals) or verdict
         return verdict, replica
 
     def _record_state(self, record: BackupRecord, verdict: Verdict, replica: ObjectFacts) -> None:

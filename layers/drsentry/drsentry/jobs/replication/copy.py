@@ -1,7 +1,7 @@
 """Copy mode (``storage.replica.mode: copy``): right after a backup completes,
-``replicate_backup`` copies the dump and its manifest server-side into the replica bucket
-(same keys), keeping the source's metadata and tags, then HEADs the copy and compares its
-size and SHA-256 with the backup record. The replica state (``ok`` | ``mismatch`` |
+``replicate_backup`` copies the dump, its manifest and its roles object server-side into the
+replica bucket (same keys), keeping the source's metadata and tags, then HEADs the copies and
+compares their size and SHA-256 with the backup record. The replica state (``ok`` | ``mismatch`` |
 ``failed``) and where it was checked go on the record. A failed copy never fails the
 backup: it is recorded and the replication check reports it.
 """
@@ -14,8 +14,14 @@ from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.errors import BackupNotFound, CatalogError, StorageError
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, iso
-from drsentry.jobs.replication.objects import establish_sha256, facts_of
-from drsentry.jobs.replication.rules import ObjectFacts, ReplicaState, judge_backup, replica_detail
+from drsentry.jobs.replication.objects import establish_sha256, facts_of, small_object_facts
+from drsentry.jobs.replication.rules import (
+    ObjectFacts,
+    ReplicaState,
+    judge_backup,
+    judge_globals,
+    replica_detail,
+)
 
 if TYPE_CHECKING:
     from drsentry.jobs.runtime import Runtime
@@ -41,7 +47,7 @@ def copy_object(source: Bucket, replica: Bucket, key: str, *, parts: CopyParts =
 
 
 def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
-    """Copy a completed backup (dump and manifest) to the replica bucket and check the copy.
+    """Copy a completed backup (dump, manifest and roles object) to the replica bucket and check the copy.
 
     Does nothing unless ``storage.replica.mode`` is ``copy`` and the backup completed, so
     the backup calls it unconditionally. Never raises for a failed copy: the state
@@ -61,7 +67,8 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
         if remaining is not None and remaining < COPY_TIME_MARGIN_SECONDS:
             raise StorageError(f"only {remaining:.0f}s of run time left, the copy was not started")
         # The replica's region has its own KMS key (Bucket writes with the regional one).
-        for key in (record.key, record.manifest_key):
+        keys = [record.key, record.manifest_key] + ([record.globals.key] if record.globals else [])
+        for key in keys:
             copy_object(source, replica_bucket, key)
         copied = facts_of(replica_bucket, record.key, replica_bucket.head(record.key))
         copied = establish_sha256(
@@ -81,6 +88,10 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
             age_seconds=0.0,
             max_lag_seconds=replica.max_lag.total_seconds(),
         )
+        if verdict.state == "ok" and record.globals is not None:
+            globals_key = record.globals.key
+            copied_globals = small_object_facts(replica_bucket, globals_key, replica_bucket.head(globals_key))
+            verdict = judge_globals(record.globals, copied_globals) or verdict
         if verdict.state == "ok":
             state, verified = "ok", copied
         elif verdict.state == "mismatch":

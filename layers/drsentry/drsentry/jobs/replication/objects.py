@@ -35,3 +35,12 @@ def establish_sha256(
     if not needs_reading(replica, expected_size, changed):
         return replica
     return replace(replica, sha256=read_sha256(bucket, key), sha256_read=True)
+
+
+def small_object_facts(bucket: Bucket, key: str, head: ObjectHead | None) -> ObjectFacts:
+    """The facts of a small object (the roles object), its SHA-256 read when it has no tag:
+    a few kilobytes cost less to read than a doubt."""
+    facts = facts_of(bucket, key, head)
+    if not facts.exists or facts.sha256:
+        return facts
+    return replace(facts, sha256=read_sha256(bucket, key), sha256_read=True)

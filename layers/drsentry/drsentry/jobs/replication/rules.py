@@ -51,7 +51,7 @@ from pydantic import BaseModel
 
 from drsentry.adapters.buckets import SHA256_TAG, ObjectHead, ReplicationRule
 from drsentry.core.config import ReplicaConfig
-from drsentry.core.records import ReplicaDetail, iso
+from drsentry.core.records import ClusterGlobals, ReplicaDetail, iso
 from drsentry.core.units import human_seconds
 
 ReplicaState = Literal["pending", "ok", "failed", "mismatch", "missing"]
@@ -262,6 +262,20 @@ def judge_backup(
     if age_seconds <= max_lag_seconds:
         return Verdict("pending", "ok", f"replica not there yet, {age} after the backup (max_lag {max_lag})")
     return Verdict("missing", "critical", f"replica missing {age} after the backup (max_lag {max_lag})")
+
+
+def judge_globals(expected: ClusterGlobals | None, replica: ObjectFacts | None) -> Verdict | None:
+    """What is wrong with the replica of a backup's roles object, or None when nothing is (or
+    the backup has none: taken before roles were backed up). `replica` None: not looked at."""
+    if expected is None or replica is None:
+        return None
+    if not replica.exists:
+        return Verdict("missing", "critical", "the replica of the backup's roles object is missing")
+    if replica.size_bytes != expected.size_bytes or (replica.sha256 and replica.sha256 != expected.sha256):
+        return Verdict(
+            "mismatch", "critical", "the replica of the backup's roles object differs from the backup's"
+        )
+    return None
 
 
 class Problem(BaseModel):

@@ -276,15 +276,32 @@ def expected_contents(backup: BackupRecord, manifest: dict[str, Any] | None) -> 
     )
 
 
+def globals_problem(backup: BackupRecord, found: tuple[int, str] | None) -> str | None:
+    """What is wrong with the backup's roles object, `found` as (size, SHA-256 of its bytes) or
+    None when it is not there; None when nothing is (or the backup predates roles objects)."""
+    expected = backup.globals
+    if expected is None:
+        return None
+    where = f"roles object s3://{backup.bucket}/{expected.key}"
+    if found is None:
+        return f"{where} is missing"
+    size, sha256 = found
+    if size != expected.size_bytes or sha256 != expected.sha256:
+        return f"{where}: sha256 {sha256} ({size:,} bytes) does not match the catalog's {expected.sha256}"
+    return None
+
+
 def judge_stream(
     checks: CheckList,
     backup: BackupRecord,
     outcome: RestoreOutcome,
     scratch_db: str,
     clean: Callable[[str], str],
+    *,
+    globals_problem: str | None = None,
 ) -> None:
-    """The object checksum, archive and restore checks, from one pass over the object;
-    `clean` takes passwords out of pg_restore's words."""
+    """The object checksum (the dump's and the roles object's), archive and restore checks,
+    from one pass over the object; `clean` takes passwords out of pg_restore's words."""
     where = f"s3://{backup.bucket}/{backup.key}"
     problems = []
     if backup.size_bytes is not None and outcome.size_bytes != backup.size_bytes:
@@ -293,12 +310,15 @@ def judge_stream(
         problems.append("the catalog record has no sha256 to compare with")
     elif outcome.sha256 != backup.sha256:
         problems.append(f"sha256 {outcome.sha256} does not match the catalog's {backup.sha256}")
+    if globals_problem:
+        problems.append(globals_problem)
     if problems:
         checks.failed(CHECK_OBJECT, f"{where}: " + "; ".join(problems))
     else:
         checks.passed(
             CHECK_OBJECT,
-            f"{where}: {outcome.size_bytes:,} bytes, sha256 {outcome.sha256} equals the catalog's",
+            f"{where}: {outcome.size_bytes:,} bytes, sha256 {outcome.sha256} equals the catalog's"
+            + ("; the roles object's too" if backup.globals is not None else ""),
         )
     if outcome.archive_error:
         checks.failed(CHECK_ARCHIVE, clean(outcome.archive_error))

@@ -9,6 +9,7 @@ for the first check not yet run. Every message is cleaned of the DSNs' passwords
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -39,6 +40,7 @@ from drsentry.jobs.verify.rules import (
     VerificationRefused,
     check_plan,
     expected_contents,
+    globals_problem,
     judge_restore_time,
     judge_stream,
     refuse_unsafe_scratch,
@@ -197,7 +199,14 @@ class VerificationRun:
         with holder:
             expected = self._expected()
             outcome = self._restore(pg_restore, restored_dsn)
-            judge_stream(self.checks, self.backup, outcome, self.scratch_db, self._clean)
+            judge_stream(
+                self.checks,
+                self.backup,
+                outcome,
+                self.scratch_db,
+                self._clean,
+                globals_problem=self._globals_problem(),
+            )
             if not outcome.restored:
                 self.skip_reason = "the restore did not complete"
                 return
@@ -237,6 +246,22 @@ class VerificationRun:
             raise StepFailed(CHECK_RESTORE, str(exc)) from exc
         self.restore_seconds = outcome.restore_seconds
         return outcome
+
+    def _globals_problem(self) -> str | None:
+        """The roles object read whole (a few kilobytes) and judged against the record."""
+        if self.backup.globals is None:
+            return None
+        key = self.backup.globals.key
+        try:
+            if self.runtime.store.head(self.backup.bucket, key) is None:
+                return globals_problem(self.backup, None)
+            digest, size = hashlib.sha256(), 0
+            for chunk in self.runtime.store.iter_chunks(self.backup.bucket, key):
+                digest.update(chunk)
+                size += len(chunk)
+        except StorageError as exc:
+            return f"roles object unreadable: {exc}"
+        return globals_problem(self.backup, (size, digest.hexdigest()))
 
     def _expected(self) -> Expected:
         try:
