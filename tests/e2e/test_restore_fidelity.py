@@ -4,22 +4,19 @@ whole (contents, sequences, large objects, owners, grants) into an empty databas
 brand-new server that has none of its roles, and one partitioned table or one schema alone.
 
 The database is tests/fixtures/fidelity.sql with its roles renamed per test (roles are
-cluster-wide and the servers are shared by the session). The backup is taken by drsentry;
-its roles object is added by `attach_globals` until the backup writes it itself.
+cluster-wide and the servers are shared by the session). The backup, its roles object
+included, is taken by `drsentry run backup`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 import yaml
@@ -106,35 +103,6 @@ def write_config(directory: Path, source_dsn: str, admin_dsn: str) -> Path:
     return path
 
 
-def attach_globals(config_path: Path, backup_id: str, admin_dsn: str, roles: list[str]) -> None:
-    """The roles object beside the dump, as item 1 of issue 16 stores it.
-    TODO(issue 16, item 1): drop this once `run backup` writes BackupRecord.globals itself."""
-    from drsentry.adapters.pgtools import find_tool, pg_environment
-    from drsentry.core.config import load_config
-    from drsentry.core.records import ClusterGlobals
-    from drsentry.jobs.backup.rules import globals_key
-    from drsentry.jobs.runtime import build_runtime
-
-    pg_dumpall = find_tool("pg_dumpall")
-    dsn, env = pg_environment(admin_dsn, "drsentry-test")
-    text = subprocess.run(
-        [str(pg_dumpall.path), "--globals-only", "--no-role-passwords", f"--dbname={dsn}"],
-        capture_output=True, env=env, check=True,
-    ).stdout  # fmt: skip
-    runtime = build_runtime(load_config(config_path))
-    record = runtime.catalog.get_backup(backup_id)
-    key = globals_key(runtime.config.storage.prefix, record.target, backup_id)
-    boto3.client("s3", region_name=REGION).put_object(Bucket=record.bucket, Key=key, Body=text)
-    document = ClusterGlobals(
-        key=key,
-        sha256=hashlib.sha256(text).hexdigest(),
-        size_bytes=len(text),
-        role_passwords=False,
-        roles=sorted(roles),
-    )
-    runtime.catalog.update_backup(record.target, backup_id, {"globals": document.model_dump()})
-
-
 @pytest.fixture(scope="module")
 def fidelity(
     aws_endpoint: str, pg_server: Any, tmp_path_factory: pytest.TempPathFactory
@@ -147,7 +115,6 @@ def fidelity(
     backup = drsentry("run", "backup", "--config", str(config), "--json")
     assert backup.exit_code == 0, backup.stderr
     backup_id = json.loads(backup.stdout)["backups"][0]["backup_id"]
-    attach_globals(config, backup_id, admin_dsn, [*roles.values(), "postgres"])
     yield Fidelity(config, admin_dsn, source_dsn, backup_id, roles)
     drop_database(admin_dsn, source_name)
 
@@ -286,7 +253,6 @@ def test_a_user_who_may_not_create_roles_is_refused_naming_them_and_nothing_chan
         backup = drsentry("run", "backup", "--config", str(config), "--json")
         assert backup.exit_code == 0, backup.stderr
         backup_id = json.loads(backup.stdout)["backups"][0]["backup_id"]
-        attach_globals(config, backup_id, fidelity.admin_dsn, [*roles.values(), "postgres"])
         target = make_conninfo(with_dbname(blank_admin, new_name), user=plain, password=password)
         assert plain in target
         # When that user restores there
