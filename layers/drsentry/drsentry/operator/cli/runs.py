@@ -21,6 +21,7 @@ from drsentry.operator.cli.app import (
     stderr,
     stdout,
 )
+from drsentry.operator.cli.layout import Column, print_listing
 
 if TYPE_CHECKING:
     from drsentry.jobs.runner import RunResult
@@ -51,21 +52,48 @@ def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json
     if as_json:
         print_json(result.document())
     else:
-        table = Table(title="backup", title_justify="left")
-        for column in ("target", "backup id", "status", "size", "seconds", "tier", "error"):
-            table.add_column(column)
+        columns = [
+            Column("target", heading=True),
+            Column("backup id", heading=True),
+            Column("status", heading=True),
+            Column("size", drop=3),
+            Column("seconds", drop=1),
+            Column("tier", drop=2),
+            Column("error / warning", fold=True),
+        ]
+        rows = []
+        warned: list[str] = []
         for backup in result.records:
-            style = "green" if backup.status == "completed" else "red"
-            table.add_row(
-                backup.target,
-                backup.backup_id,
-                f"[{style}]{backup.status}[/]",
-                human_bytes(backup.size_bytes),
-                f"{backup.duration_seconds or 0.0:.1f}",
-                backup.tier or "-",
-                escape(backup.error or ""),
+            # A storage manifest that failed leaves the backup completed; the operator must still see it.
+            broken = (
+                [entry for entry in backup.storage or [] if entry.error]
+                if backup.status == "completed"
+                else []
             )
-        stdout.print(table)
+            warned.extend(f"{backup.target} {entry.bucket}" for entry in broken)
+            style = "red" if backup.status != "completed" else "yellow" if broken else "green"
+            problem = escape(backup.error or "") or "\n".join(
+                f"[yellow]storage manifest failed: {escape(entry.bucket)}: {escape(entry.error or '')}[/]"
+                for entry in broken
+            )
+            rows.append(
+                [
+                    backup.target,
+                    backup.backup_id,
+                    f"[{style}]{backup.status}[/]",
+                    human_bytes(backup.size_bytes),
+                    f"{backup.duration_seconds or 0.0:.1f}",
+                    backup.tier or "-",
+                    problem,
+                ]
+            )
+        print_listing("backup", columns, rows)
+        completed = len(result.records) - len(failed)
+        summary = f"{completed} completed, {len(failed)} failed"
+        if warned:
+            summary += f"; warning: storage manifest failed for {', '.join(warned)}"
+        colour = "red" if failed else "yellow" if warned else "green"
+        stdout.print(f"[{colour}]{summary}[/]", highlight=False)
     if print_targets_not_run(result) or failed:
         raise typer.Exit(1)
 
