@@ -38,6 +38,7 @@ from drsentry.adapters.secrets import redact, sanitize
 from drsentry.core.deadlines import Remaining
 from drsentry.core.errors import BackupFailed, DrsentryError
 from drsentry.core.observability import logger
+from drsentry.core.progress import NO_PROGRESS, Progress
 from drsentry.jobs.backup.rules import COMPRESSION
 
 READ_CHUNK = 1024 * 1024
@@ -116,6 +117,7 @@ class DatabaseDump:
     compression_level: int
     pg_bin_dir: str | None
     watchdog: Watchdog
+    progress: Progress = NO_PROGRESS
 
     def run(self, dsn: str) -> DumpOutcome:
         pg_dump = find_tool("pg_dump", self.pg_bin_dir)
@@ -165,6 +167,7 @@ class DatabaseDump:
             self.key,
             metadata={"backup-id": self.backup_id, "target": self.target, "compression": COMPRESSION},
         )
+        self.progress.phase(f"backup {self.target}: pg_dump")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.watchdog.process = process
         assert process.stdout is not None and process.stderr is not None
@@ -184,6 +187,7 @@ class DatabaseDump:
             with zstd_output as zstd_stream:
                 while chunk := process.stdout.read(READ_CHUNK):
                     zstd_stream.write(chunk)
+                    self.progress.advance(len(chunk))
                     self.watchdog.check()
             self.watchdog.check()  # the watchdog may have killed pg_dump: EOF is not success
             return_code = process.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from drsentry.core.errors import BadInput
+from drsentry.core.progress import NO_PROGRESS
 from drsentry.operator.cli.app import (
     ConfigOption,
     JsonOption,
@@ -25,6 +28,55 @@ from drsentry.operator.cli.layout import Column, print_listing
 
 if TYPE_CHECKING:
     from drsentry.jobs.runner import RunResult
+    from drsentry.jobs.runtime import Runtime
+
+
+class TerminalProgress:
+    """Progress of a long run on stderr (jobs call `runtime.progress`): the phase, the bytes
+    dumped or restored and the speed. Drawn only when stderr is a terminal and stdout is not
+    --json; a pipe, a log file or a script gets the result lines only."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        self.enabled = enabled and stderr.is_terminal
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            disable=not self.enabled,
+        )
+        self._task: Any = None
+
+    @contextmanager
+    def installed(self, runtime: Runtime) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        runtime.progress = self
+        with self._bar:
+            yield
+        runtime.progress = NO_PROGRESS
+
+    def phase(self, description: str, total_bytes: int | None = None) -> None:
+        if self._task is None:
+            self._task = self._bar.add_task(description, total=total_bytes)
+        else:
+            self._bar.reset(self._task, total=total_bytes, description=description)
+
+    def advance(self, size: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, size)
 
 
 def print_targets_not_run(result: RunResult[Any]) -> bool:
@@ -47,7 +99,9 @@ def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json
     from drsentry.jobs.backup.job import run_scheduled_backup
 
     runtime = runtime_for(config)
-    result = run_scheduled_backup(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))
+    scheduled = ScheduledEvent.now(target, region=runtime.config.storage.region)
+    with TerminalProgress(enabled=not as_json).installed(runtime):
+        result = run_scheduled_backup(runtime, scheduled)
     failed = [backup for backup in result.records if backup.status != "completed"]
     if as_json:
         print_json(result.document())
@@ -110,7 +164,9 @@ def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json
     from drsentry.jobs.verify.report import NOTHING_TO_VERIFY
 
     runtime = runtime_for(config)
-    result = run_scheduled_verify(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))
+    scheduled = ScheduledEvent.now(target, region=runtime.config.storage.region)
+    with TerminalProgress(enabled=not as_json).installed(runtime):
+        result = run_scheduled_verify(runtime, scheduled)
     failed = [verification for verification in result.records if verification.status == "failure"]
     if as_json:
         print_json(result.document())
