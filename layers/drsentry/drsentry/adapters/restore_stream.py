@@ -41,6 +41,7 @@ from drsentry.adapters.secrets import sanitize
 from drsentry.core.deadlines import no_deadline
 from drsentry.core.errors import DrsentryError, PgToolsError
 from drsentry.core.observability import logger
+from drsentry.core.progress import NO_PROGRESS, Progress
 
 # Decode 32 KiB of the object at a time: a highly compressible stretch (blank filler)
 # expands 100x or more, and one 1 MiB download chunk must not become one huge buffer.
@@ -218,6 +219,7 @@ def stream_restore(
     application_name: str = "drsentry-restore",
     session_settings: Mapping[str, str] = RESTORE_SESSION_SETTINGS,
     keep_owners: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> RestoreOutcome:
     """Restore s3://bucket/key (a drsentry backup: zstd over pg_dump's custom format) into `dsn`.
 
@@ -244,7 +246,15 @@ def stream_restore(
     feeder = _Feeder(process)
     feeder.start()
     try:
-        _feed_archive(chunks, outcome, process=process, feeder=feeder, watchdog=watchdog, started=started)
+        _feed_archive(
+            chunks,
+            outcome,
+            process=process,
+            feeder=feeder,
+            watchdog=watchdog,
+            started=started,
+            progress=progress,
+        )
         with contextlib.suppress(BrokenPipeError):  # pg_restore already exited; its exit code tells why
             process.stdin.close()
         outcome.pg_restore_exit = _wait(process, watchdog, started, outcome.size_bytes)
@@ -313,6 +323,7 @@ def _feed_archive(
     feeder: _Feeder,
     watchdog: _Watchdog,
     started: float,
+    progress: Progress,
 ) -> None:
     """The one pass over the object: every byte hashed, the decoded archive queued for pg_restore.
 
@@ -324,6 +335,7 @@ def _feed_archive(
     for chunk in chunks:
         digest.update(chunk)
         outcome.size_bytes += len(chunk)
+        progress.advance(len(chunk))
         if watchdog.fired.is_set():
             raise RestoreTimedOut(_timed_out(started, outcome.size_bytes))
         if outcome.archive_error is not None:

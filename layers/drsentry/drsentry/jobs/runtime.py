@@ -21,6 +21,7 @@ from drsentry.adapters.secrets import Credentials
 from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config
 from drsentry.core.deadlines import Remaining, lambda_deadline, no_deadline
+from drsentry.core.progress import NO_PROGRESS, Progress
 from drsentry.core.records import RunNotice, utc_now
 from drsentry.jobs.notify.notifier import Notifier as SnsSlackNotifier
 
@@ -43,6 +44,8 @@ class Runtime:
     clock: Callable[[], datetime] = utc_now
     lambda_context: Any = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # How far long work got (bytes dumped or restored, the phase); the CLI draws it in a terminal.
+    progress: Progress = NO_PROGRESS
 
     def for_invocation(self, lambda_context: Any = None) -> Runtime:
         """This runtime's shared services (clients, secrets cache, notifier) for one more run:

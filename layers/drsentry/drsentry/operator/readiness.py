@@ -2,11 +2,12 @@
 
 One line per check, each `pass`, `warn` or `fail`, in the order an operator would fix
 things: configuration, credentials, PostgreSQL tools, connectivity and tool versions per
-target, buckets (versioning, the replica in another region, Object Lock on the archive),
-the catalog table and the topic, then what the catalog says: the newest backup against
-the RPO and the newest verification. Every check runs even when an earlier one failed
-(a missing bucket says nothing about the database), and a check that cannot read what it
-needs fails with the reason instead of stopping the others.
+target, buckets (versioning, the replica in another region, Object Lock on the archive,
+the application buckets each backup manifests), the catalog table and the topic, then
+what the catalog says: the newest backup against the RPO and the newest verification.
+Every check runs even when an earlier one failed (a missing bucket says nothing about the
+database), and a check that cannot read what it needs fails with the reason instead of
+stopping the others.
 """
 
 from __future__ import annotations
@@ -251,6 +252,34 @@ class ReadinessRun:
         else:
             self.list.run("archive bucket", self._bucket_check("archive", archive.bucket, storage.region))
             self.list.run("archive object lock", self._object_lock)
+        for target in self.targets:
+            for entry in target.storage:
+                self.list.run(
+                    "application bucket",
+                    partial(self._application_bucket, entry.bucket, entry.region),
+                    target.name,
+                )
+
+    def _application_bucket(self, bucket: str, region: str) -> tuple[CheckState, str]:
+        """A bucket of the application's files (targets[].storage): manifested with every backup."""
+        facts = self.runtime.buckets.bucket(bucket, region)
+        try:
+            location, versioning = facts.location(), facts.versioning()
+        except BucketNotFound:
+            return "fail", (
+                f"the application bucket {bucket} does not exist (a typo in targets[].storage?): "
+                "no backup can record its files"
+            )
+        if location != region:
+            return "fail", (
+                f"the application bucket {bucket} is in {location}, the configuration says {region}"
+            )
+        if versioning != "Enabled":
+            return "warn", (
+                f"versioning of the application bucket {bucket} is {versioning or 'not enabled'}: "
+                "a deleted or overwritten object cannot be recovered"
+            )
+        return "pass", f"s3://{bucket} ({location}): exists, versioning enabled"
 
     def _replica_region(self) -> tuple[CheckState, str]:
         storage = self.config.storage

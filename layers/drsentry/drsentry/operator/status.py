@@ -3,7 +3,15 @@ its restore time against the RTO, replication state. One document for `status --
 
 The RPO level is a traffic light: green while the newest completed backup is younger than
 80% of the RPO, amber above that (one more missed backup breaks the RPO), red beyond the
-RPO or with no backup at all."""
+RPO or with no backup at all.
+
+The replica state (`replica`) is one word in the replication check's vocabulary, `ok`,
+`pending` (copied soon, within max_lag), `warning` or `failure`, and the newest state wins:
+the newest backup's own replica state (written by the copy after the backup, or by a check)
+against the newest replication check's verdict, by their times. A check looked at every
+backup of its window and at both buckets, so when it is as new or newer, its verdict is the
+state; a newer backup's own state speaks only for that backup, so it can make the check's
+verdict worse (its copy failed) but not clear it: the next check does."""
 
 from __future__ import annotations
 
@@ -13,14 +21,43 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from drsentry.core.gfs import is_archived
-from drsentry.core.records import BackupRecord, iso
+from drsentry.core.records import BackupRecord, iso, parse_iso
 from drsentry.jobs.replication.job import latest_replication_check
+from drsentry.jobs.replication.report import ReplicationReport
 from drsentry.jobs.runtime import Runtime
 
 RpoState = Literal["ok", "stale", "none"]
 RpoLevel = Literal["green", "amber", "red"]
+ReplicaStatus = Literal["ok", "pending", "warning", "failure"]
 # Above this share of the RPO, the next missed backup breaks it: amber.
 AMBER_SHARE = 0.8
+# A backup's own replica state (jobs.replication.rules.ReplicaState) in the word a user reads.
+BACKUP_REPLICA_STATUS: dict[str, ReplicaStatus] = {
+    "ok": "ok",
+    "pending": "pending",
+    "failed": "failure",
+    "mismatch": "failure",
+    "missing": "failure",
+}
+_REPLICA_RANK: dict[ReplicaStatus, int] = {"ok": 0, "pending": 1, "warning": 2, "failure": 3}
+
+
+class ReplicaView(BaseModel):
+    """The replica state a user reads, why, and since when."""
+
+    status: ReplicaStatus
+    reason: str
+    at: str
+    source: Literal["backup", "replication-check"]
+
+
+def newest_replica_state(backup: ReplicaView | None, check: ReplicaView | None) -> ReplicaView | None:
+    """The newest state wins (see the module's docstring); None when neither says anything."""
+    if backup is None or check is None:
+        return backup or check
+    if parse_iso(check.at) >= parse_iso(backup.at):
+        return check
+    return backup if _REPLICA_RANK[backup.status] >= _REPLICA_RANK[check.status] else check
 
 
 def rpo_level(age_seconds: float | None, rpo_seconds: float) -> RpoLevel:
@@ -40,7 +77,8 @@ class TargetStatus(BaseModel):
     newest_verification: dict[str, Any] | None
     rto_seconds: float
     rto_state: Literal["ok", "slow", "none"]
-    replica: str | None
+    # One word (ok, pending, warning, failure), the newest state; None without a replica.
+    replica: ReplicaStatus | None
     completed_backups: int
     failed_backups: int
     rpo_level: RpoLevel = "red"
@@ -51,6 +89,11 @@ class TargetStatus(BaseModel):
     # The newest replication check: status, when, lag and counts; None when never checked.
     replication: dict[str, Any] | None = None
     archived_backups: int = 0
+    # Why `replica` says what it says, when that was found, and who found it (the newest
+    # backup's copy or a replication check).
+    replica_reason: str | None = None
+    replica_at: str | None = None
+    replica_source: Literal["backup", "replication-check"] | None = None
 
 
 class StatusReport(BaseModel):
@@ -97,6 +140,8 @@ def target_status(runtime: Runtime, target: str, now: datetime) -> TargetStatus:
     rto_state: Literal["ok", "slow", "none"] = "none"
     if restore_seconds is not None:
         rto_state = "ok" if float(restore_seconds) <= rto else "slow"
+    report = latest_replication_check(runtime, target) if config.storage.replica is not None else None
+    replica = _replica(newest_completed, report) if config.storage.replica is not None else None
     return TargetStatus(
         target=target,
         newest_backup=_backup_summary(newest_completed) if newest_completed else None,
@@ -108,7 +153,10 @@ def target_status(runtime: Runtime, target: str, now: datetime) -> TargetStatus:
         newest_verification=verification,
         rto_seconds=rto,
         rto_state=rto_state,
-        replica=newest_completed.replica if newest_completed else None,
+        replica=replica.status if replica else None,
+        replica_reason=replica.reason if replica else None,
+        replica_at=replica.at if replica else None,
+        replica_source=replica.source if replica else None,
         completed_backups=completed,
         failed_backups=failed,
         rpo_level=rpo_level(age, rpo),
@@ -119,15 +167,38 @@ def target_status(runtime: Runtime, target: str, now: datetime) -> TargetStatus:
             for check in (verification or {}).get("checks", [])
             if check["status"] == "failed"
         ],
-        replication=_replication_summary(runtime, target),
+        replication=_replication_summary(report),
         archived_backups=archived,
     )
 
 
-def _replication_summary(runtime: Runtime, target: str) -> dict[str, Any] | None:
-    if runtime.config.storage.replica is None:
-        return None
-    report = latest_replication_check(runtime, target)
+def _replica(backup: BackupRecord | None, report: ReplicationReport | None) -> ReplicaView | None:
+    own: ReplicaView | None = None
+    if backup is not None and backup.replica in BACKUP_REPLICA_STATUS:
+        detail = backup.replica_detail
+        reason = f"newest backup {backup.backup_id}: replica {backup.replica}"
+        if detail is not None and detail.error:
+            reason += f": {detail.error}"
+        own = ReplicaView(
+            status=BACKUP_REPLICA_STATUS[backup.replica or ""],
+            reason=reason,
+            # The copy runs right after the backup: without a check's time, the backup's end is it.
+            at=(detail.checked_at if detail else None) or backup.finished_at or backup.started_at,
+            source="backup",
+        )
+    checked: ReplicaView | None = None
+    if report is not None:
+        checked = ReplicaView(
+            status=report.status,
+            reason="; ".join(problem.detail for problem in report.problems)
+            or f"replication check: {report.checked} backup(s) checked, all {report.status}",
+            at=report.checked_at,
+            source="replication-check",
+        )
+    return newest_replica_state(own, checked)
+
+
+def _replication_summary(report: ReplicationReport | None) -> dict[str, Any] | None:
     if report is None:
         return None
     return {

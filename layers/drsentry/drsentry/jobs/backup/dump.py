@@ -40,6 +40,7 @@ from drsentry.adapters.secrets import redact, sanitize
 from drsentry.core.deadlines import Remaining
 from drsentry.core.errors import BackupFailed, DrsentryError
 from drsentry.core.observability import logger
+from drsentry.core.progress import NO_PROGRESS, Progress
 from drsentry.jobs.backup.globals import CapturedGlobals, capture_globals
 from drsentry.jobs.backup.rules import COMPRESSION
 
@@ -120,6 +121,7 @@ class DatabaseDump:
     compression_level: int
     pg_bin_dir: str | None
     watchdog: Watchdog
+    progress: Progress = NO_PROGRESS
 
     def run(self, dsn: str) -> DumpOutcome:
         pg_dump = find_tool("pg_dump", self.pg_bin_dir)
@@ -184,6 +186,7 @@ class DatabaseDump:
             self.key,
             metadata={"backup-id": self.backup_id, "target": self.target, "compression": COMPRESSION},
         )
+        self.progress.phase(f"backup {self.target}: pg_dump")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.watchdog.process = process
         assert process.stdout is not None and process.stderr is not None
@@ -203,6 +206,7 @@ class DatabaseDump:
             with zstd_output as zstd_stream:
                 while chunk := process.stdout.read(READ_CHUNK):
                     zstd_stream.write(chunk)
+                    self.progress.advance(len(chunk))
                     self.watchdog.check()
             self.watchdog.check()  # the watchdog may have killed pg_dump: EOF is not success
             return_code = process.wait()

@@ -73,6 +73,7 @@ class BackupRun:
             compression_level=self.config.storage.compression_level,
             pg_bin_dir=self.config.pg_bin_dir,
             watchdog=self._watchdog,
+            progress=self.runtime.progress,
         )
         return dump.run(self._dsn)
 

@@ -219,6 +219,7 @@ class VerificationRun:
                 checks=self.checks,
                 time_left=self.time_left,
             )
+            self.runtime.progress.phase(f"verify {self.target.name}: checking the restored database")
             checks.run(restored_dsn, expected)
             judge_restore_time(self.checks, self.restore_seconds, self.config.rto.total_seconds())
             if self.after_restore is not None:
@@ -226,6 +227,9 @@ class VerificationRun:
 
     def _restore(self, pg_restore: PgTool, restored_dsn: str) -> RestoreOutcome:
         self.time_left.require(CHECK_RESTORE)
+        progress = self.runtime.progress
+        restoring = f"verify {self.target.name}: restoring {self.backup.backup_id}"
+        progress.phase(restoring, self.backup.size_bytes)
         try:
             outcome = stream_restore(
                 self.runtime.store,
@@ -237,6 +241,7 @@ class VerificationRun:
                 session_settings=SCRATCH_SESSION_SETTINGS,
                 remaining_seconds=self.time_left.remaining,
                 application_name=APPLICATION_NAME,
+                progress=progress,
             )
         except StorageError as exc:
             raise StepFailed(CHECK_OBJECT, f"backup object unreadable: {exc}") from exc

@@ -172,14 +172,15 @@ def status(config: ConfigOption = None, target: TargetOption = None, as_json: Js
         restore = verification.get("restore_seconds")
         rto_colour = {"ok": "green", "slow": "yellow", "none": "dim"}[item.rto_state]
         restore_text = f"[{rto_colour}]{restore:.1f}s / {human_age(item.rto_seconds)}[/]" if restore else "-"
-        replication = item.replication
-        if replication:
-            replica_text = (
-                f"[{replication_colours.get(replication['status'], 'red')}]{replication['status']}[/] "
-                f"lag {human_age(replication['lag_seconds'])}, checked {replication['checked_at']}"
-            )
-        else:
-            replica_text = item.replica or "-"
+        # One word, the newest state (operator/status.py); why, when it is not ok; then the lag.
+        replica_text = "-"
+        if item.replica:
+            replica_text = f"[{replication_colours.get(item.replica, 'yellow')}]{item.replica}[/]"
+            if item.replica != "ok" and item.replica_reason:
+                replica_text += f": {escape(first_line(item.replica_reason))}"
+            if item.replication:
+                replica_text += f"; lag {human_age(item.replication['lag_seconds'])}"
+            replica_text += f"; as of {item.replica_at}"
         last = item.last_backup_status or "-"
         if item.last_backup_status == "failed":
             last = f"[red]failed[/]: {escape(first_line(item.last_backup_error))}"

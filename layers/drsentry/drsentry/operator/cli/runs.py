@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from drsentry.core.errors import BadInput
+from drsentry.core.progress import NO_PROGRESS
 from drsentry.operator.cli.app import (
     ConfigOption,
     JsonOption,
@@ -21,9 +24,59 @@ from drsentry.operator.cli.app import (
     stderr,
     stdout,
 )
+from drsentry.operator.cli.layout import Column, print_listing
 
 if TYPE_CHECKING:
     from drsentry.jobs.runner import RunResult
+    from drsentry.jobs.runtime import Runtime
+
+
+class TerminalProgress:
+    """Progress of a long run on stderr (jobs call `runtime.progress`): the phase, the bytes
+    dumped or restored and the speed. Drawn only when stderr is a terminal and stdout is not
+    --json; a pipe, a log file or a script gets the result lines only."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        self.enabled = enabled and stderr.is_terminal
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            disable=not self.enabled,
+        )
+        self._task: Any = None
+
+    @contextmanager
+    def installed(self, runtime: Runtime) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        runtime.progress = self
+        with self._bar:
+            yield
+        runtime.progress = NO_PROGRESS
+
+    def phase(self, description: str, total_bytes: int | None = None) -> None:
+        if self._task is None:
+            self._task = self._bar.add_task(description, total=total_bytes)
+        else:
+            self._bar.reset(self._task, total=total_bytes, description=description)
+
+    def advance(self, size: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, size)
 
 
 def print_targets_not_run(result: RunResult[Any]) -> bool:
@@ -46,26 +99,55 @@ def run_backup(config: ConfigOption = None, target: TargetOption = None, as_json
     from drsentry.jobs.backup.job import run_scheduled_backup
 
     runtime = runtime_for(config)
-    result = run_scheduled_backup(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))
+    scheduled = ScheduledEvent.now(target, region=runtime.config.storage.region)
+    with TerminalProgress(enabled=not as_json).installed(runtime):
+        result = run_scheduled_backup(runtime, scheduled)
     failed = [backup for backup in result.records if backup.status != "completed"]
     if as_json:
         print_json(result.document())
     else:
-        table = Table(title="backup", title_justify="left")
-        for column in ("target", "backup id", "status", "size", "seconds", "tier", "error"):
-            table.add_column(column)
+        columns = [
+            Column("target", heading=True),
+            Column("backup id", heading=True),
+            Column("status", heading=True),
+            Column("size", drop=3),
+            Column("seconds", drop=1),
+            Column("tier", drop=2),
+            Column("error / warning", fold=True),
+        ]
+        rows = []
+        warned: list[str] = []
         for backup in result.records:
-            style = "green" if backup.status == "completed" else "red"
-            table.add_row(
-                backup.target,
-                backup.backup_id,
-                f"[{style}]{backup.status}[/]",
-                human_bytes(backup.size_bytes),
-                f"{backup.duration_seconds or 0.0:.1f}",
-                backup.tier or "-",
-                escape(backup.error or ""),
+            # A storage manifest that failed leaves the backup completed; the operator must still see it.
+            broken = (
+                [entry for entry in backup.storage or [] if entry.error]
+                if backup.status == "completed"
+                else []
             )
-        stdout.print(table)
+            warned.extend(f"{backup.target} {entry.bucket}" for entry in broken)
+            style = "red" if backup.status != "completed" else "yellow" if broken else "green"
+            problem = escape(backup.error or "") or "\n".join(
+                f"[yellow]storage manifest failed: {escape(entry.bucket)}: {escape(entry.error or '')}[/]"
+                for entry in broken
+            )
+            rows.append(
+                [
+                    backup.target,
+                    backup.backup_id,
+                    f"[{style}]{backup.status}[/]",
+                    human_bytes(backup.size_bytes),
+                    f"{backup.duration_seconds or 0.0:.1f}",
+                    backup.tier or "-",
+                    problem,
+                ]
+            )
+        print_listing("backup", columns, rows)
+        completed = len(result.records) - len(failed)
+        summary = f"{completed} completed, {len(failed)} failed"
+        if warned:
+            summary += f"; warning: storage manifest failed for {', '.join(warned)}"
+        colour = "red" if failed else "yellow" if warned else "green"
+        stdout.print(f"[{colour}]{summary}[/]", highlight=False)
     if print_targets_not_run(result) or failed:
         raise typer.Exit(1)
 
@@ -82,7 +164,9 @@ def run_verify(config: ConfigOption = None, target: TargetOption = None, as_json
     from drsentry.jobs.verify.report import NOTHING_TO_VERIFY
 
     runtime = runtime_for(config)
-    result = run_scheduled_verify(runtime, ScheduledEvent.now(target, region=runtime.config.storage.region))
+    scheduled = ScheduledEvent.now(target, region=runtime.config.storage.region)
+    with TerminalProgress(enabled=not as_json).installed(runtime):
+        result = run_scheduled_verify(runtime, scheduled)
     failed = [verification for verification in result.records if verification.status == "failure"]
     if as_json:
         print_json(result.document())
