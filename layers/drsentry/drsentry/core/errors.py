@@ -59,6 +59,25 @@ class CatalogWriteFailed(BackupFailed):
     """The dump is stored but its catalog record could not be written (an orphaned object)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (ECS stopping a task) arrived. A KeyboardInterrupt, so every
+    `except BaseException` cleanup on the way up runs (pg_dump stopped, upload aborted); a run
+    that meets it records itself and re-raises it with what it cleaned up. The CLI exits with
+    `exit_code` (128 + the signal number: 130, 143) and prints `str()` as its one line."""
+
+    def __init__(self, signal_name: str = "SIGINT", exit_code: int = 130, detail: str = "") -> None:
+        super().__init__(detail or f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+    @classmethod
+    def of(cls, exc: KeyboardInterrupt, detail: str) -> Interrupted:
+        """The same signal and exit code as `exc` (a bare KeyboardInterrupt is SIGINT), with `detail`."""
+        if isinstance(exc, Interrupted):
+            return cls(exc.signal_name, exc.exit_code, detail)
+        return cls(detail=detail)
+
+
 class RunInProgress(DrsentryError):
     """Another run of the same job holds the target's lock (or is processing the same event)."""
 

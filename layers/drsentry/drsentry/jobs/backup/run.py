@@ -7,12 +7,19 @@ from typing import Any
 
 from drsentry.adapters.secrets import sanitize
 from drsentry.core import gfs, observability
-from drsentry.core.errors import CatalogError, CatalogWriteFailed, DrsentryError
+from drsentry.core.errors import CatalogError, CatalogWriteFailed, DrsentryError, Interrupted
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, ClusterGlobals, Tier, iso, new_backup_id
 from drsentry.jobs.backup.dump import DatabaseDump, DumpOutcome, Watchdog
 from drsentry.jobs.backup.globals import store_globals
-from drsentry.jobs.backup.rules import COMPRESSION, backup_manifest, backup_metrics, globals_key, object_keys
+from drsentry.jobs.backup.rules import (
+    COMPRESSION,
+    backup_manifest,
+    backup_metrics,
+    globals_key,
+    notice_for,
+    object_keys,
+)
 from drsentry.jobs.runtime import Runtime
 
 # Outside Lambda a run has no deadline; a crashed one's lock expires after this.
@@ -35,6 +42,8 @@ class BackupRun:
         self.bucket = runtime.buckets.bucket(self.config.storage.bucket)
         self._dsn = ""
         self._watchdog = Watchdog(runtime.remaining_seconds)
+        # Set once the completed record is in the catalog: from then on the objects are the backup.
+        self._recorded: BackupRecord | None = None
 
     def _lock_ttl(self) -> int:
         remaining = self._watchdog.time_left()
@@ -51,8 +60,34 @@ class BackupRun:
                 except (DrsentryError, OSError) as exc:
                     return self._record_failure(self._failure_reason(exc))
                 return self._record_success(outcome)
+        except KeyboardInterrupt as exc:
+            raise self._interrupted(exc) from exc
         finally:
             catalog.locks.release(self.target.name, self.runtime.run_id, job="backup")
+
+    def _interrupted(self, exc: KeyboardInterrupt) -> Interrupted:
+        """Ctrl-C or SIGTERM: pg_dump is stopped and the upload aborted on the way up (dump.py);
+        here, whatever was already stored goes, a `failed` record says so and a notice is sent,
+        so that no object is left that no record shows. The lock is released by the caller."""
+        signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        what = f"backup {self.backup_id} of {self.target.name}"
+        if self._recorded is not None:
+            return Interrupted.of(exc, f"{what} was completed and recorded before {signal_name} arrived")
+        try:
+            for key in (self.key, self.globals_key, self.manifest_key):
+                self.bucket.delete_all_versions(key)
+            cleaned = "pg_dump stopped, upload aborted, no object left"
+        except DrsentryError as cleanup_error:
+            cleaned = f"pg_dump stopped, upload aborted; removing what was stored failed: {cleanup_error}"
+        try:
+            record = self._record_failure(f"interrupted by {signal_name}: {cleaned}")
+            if self.runtime.notifier is not None:
+                self.runtime.notifier.send(notice_for(record, self.runtime.run_id), failing_checks=["backup"])
+        except DrsentryError as record_error:
+            return Interrupted.of(
+                exc, f"{what} interrupted by {signal_name}: {cleaned}; not recorded: {record_error}"
+            )
+        return Interrupted.of(exc, f"{what} interrupted by {signal_name}: {cleaned}; recorded as failed")
 
     def _failure_reason(self, exc: DrsentryError | OSError) -> str:
         # Whatever broke after the watchdog fired broke because it fired: the timeout is the cause.
@@ -155,6 +190,7 @@ class BackupRun:
                 f"record could not be written ({exc}); recover it with "
                 f"`drsentry catalog rebuild --target {record.target}`"
             ) from exc
+        self._recorded = record
         self._emit_metrics(record)
         logger.info(
             "backup completed",

@@ -16,7 +16,9 @@ configuration or bad input (one line on stderr, never a traceback).
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import typer
 from rich.markup import escape
@@ -29,11 +31,20 @@ from drsentry.operator.cli import listings, restore, drill, check  # noqa: F401
 from drsentry.operator.cli import runs, local, catalog, storage  # noqa: F401
 
 # isort: on
+from drsentry.core.errors import Interrupted
 from drsentry.operator.cli.app import app as root_command
 from drsentry.operator.cli.app import stderr
 
 
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    # Ctrl-C and ECS's SIGTERM alike: raised where the run is, so it stops pg_dump, aborts its
+    # upload, records itself and says so (cli_errors prints the line, exit 128 + signal).
+    raise Interrupted(signal.Signals(signum).name, 128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     # Usage errors come from the command-line parser as several lines; the contract wants
     # one line and exit 2. Help asked for by giving no arguments is shown as it is.
     try:

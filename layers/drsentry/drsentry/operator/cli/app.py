@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from drsentry.adapters.aws_errors import AWS_ERRORS, aws_cause, describe, is_no_credentials, operation
 from drsentry.core.config import Config, load_config
-from drsentry.core.errors import BadInput, DrsentryError
+from drsentry.core.errors import BadInput, DrsentryError, Interrupted
 from drsentry.core.units import human_seconds
 
 P = ParamSpec("P")
@@ -102,6 +102,9 @@ def cli_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except Interrupted as exc:
+            # One line: what was interrupted and what was cleaned up (the run's own words).
+            fail(str(exc), exc.exit_code)
         except BadInput as exc:
             fail(str(exc), 2)
         except DrsentryError as exc:
