@@ -84,6 +84,10 @@ def full_scratch(admin_dsn: str, pg_server: Any) -> Iterator[str]:
         )
         conn.execute(sql.SQL("alter role {} set temp_file_limit = 0").format(sql.Identifier(role)))
         conn.execute(sql.SQL("alter role {} set maintenance_work_mem = '1MB'").format(sql.Identifier(role)))
+        # Verify keeps the backup's owners (here the source's admin user): the scratch user must be
+        # able to act as them, as an RDS master user can for the roles it created.
+        owner = psycopg.conninfo.conninfo_to_dict(admin_dsn)["user"]
+        conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(str(owner)), sql.Identifier(role)))
     yield with_dbname(admin_dsn.replace("postgres:", f"{role}:", 1), "postgres")
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         for (datname,) in conn.execute(

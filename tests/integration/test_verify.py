@@ -43,6 +43,7 @@ EVERY_CHECK = [
     "row-level security",
     "database size",
     "schema fingerprint",
+    "roles and grants",
     "restore time",
 ]
 
@@ -134,7 +135,7 @@ def test_clean_backup_verifies_success_with_every_check_listed(
     assert record.backup_id == backup.backup_id
     assert [c.name for c in record.checks] == EVERY_CHECK
     assert {c.name for c in record.checks if c.status != "passed"} == {"row count drift"}
-    assert record.checks_passed == 11 and record.checks_failed == 0
+    assert record.checks_passed == 12 and record.checks_failed == 0
     assert record.restore_seconds is not None and 0 < record.restore_seconds < 60
     assert record.error_details is None
     assert backup.sha256 and backup.sha256 in check(record, "object checksum").detail

@@ -11,24 +11,36 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drsentry.adapters.pgmeta import RlsTable
+from drsentry.adapters.pgmeta import RelationAcl, RlsTable
 from drsentry.adapters.restore_stream import RestoreOutcome, _judge_pg_restore, _ZstdFrames
 from drsentry.core.config import Assertion, VerifyConfig
-from drsentry.core.records import BackupRecord, Check, VerificationRecord, derive_status, new_verification_id
+from drsentry.core.records import (
+    BackupRecord,
+    Check,
+    ClusterGlobals,
+    VerificationRecord,
+    derive_status,
+    new_verification_id,
+)
 from drsentry.jobs.verify.rules import (
     CHECK_ARCHIVE,
     CHECK_DRIFT,
     CHECK_OBJECT,
     CHECK_RESTORE,
+    CHECK_ROLES,
     CHECK_RTO,
     CheckList,
+    Expected,
+    RolesRestored,
     VerificationRefused,
+    acl_differences,
     assertion_names,
     backup_time,
     check_plan,
     choose_backups,
     evaluate_assertion,
     expected_contents,
+    judge_roles,
     judge_stream,
     missing_functions,
     refuse_unsafe_scratch,
@@ -87,7 +99,7 @@ def test_check_list_marks_what_never_ran_as_skipped_in_plan_order() -> None:
     assert all(c.status == "skipped" and "the restore did not complete" in c.detail for c in result[1:])
 
 
-def test_plan_lists_the_twelve_checks_with_assertions_before_restore_time() -> None:
+def test_plan_lists_the_thirteen_checks_with_assertions_before_restore_time() -> None:
     verify = VerifyConfig(
         scratch_dsn="host=x",
         assertions=[
@@ -104,6 +116,9 @@ def test_plan_lists_the_twelve_checks_with_assertions_before_restore_time() -> N
     assert dict(plan)["functions"] == "warning"
     assert dict(plan)["database size"] == "warning"
     assert len(names) == len(set(names))
+    assert len(check_plan(VerifyConfig(scratch_dsn="host=x"))) == 13
+    assert names[names.index("schema fingerprint") + 1] == CHECK_ROLES
+    assert dict(plan)[CHECK_ROLES] == "critical"
 
 
 def test_duplicate_assertion_names_are_made_unique() -> None:
@@ -450,3 +465,134 @@ def test_expected_contents_prefer_the_manifest_and_fall_back_to_the_catalog_reco
         "sha256:catalog",
         "catalog record",
     )
+
+
+def test_expected_contents_read_the_manifests_owners_and_grants() -> None:
+    record = backup("20261122T180000Z-1a2b3c4d")
+    manifest = {
+        "tables": {},
+        "acl": {"billing.invoices": {"owner": "app", "grants": ["app=arwd", "reader=r"]}},
+    }
+
+    expected = expected_contents(record, manifest)
+
+    assert expected.acl == {"billing.invoices": RelationAcl("app", ("app=arwd", "reader=r"))}
+    assert expected_contents(record, {"tables": {}}).acl is None
+    assert expected_contents(record, None).acl is None
+
+
+# roles and grants ----------------------------------------------------------------------------
+
+MANIFEST_ACL = {
+    "billing.invoices": RelationAcl("app_owner", ("app_owner=arwdDxtm", "app_reader=r")),
+    "billing.invoices.amount": RelationAcl("app_owner", ("app_reader=w",)),
+    "billing.invoices_id_seq": RelationAcl("app_owner", ("app_owner=rwU",)),
+}
+
+
+def test_equal_owners_and_grants_have_no_difference() -> None:
+    assert acl_differences(MANIFEST_ACL, dict(MANIFEST_ACL)) == []
+
+
+def test_a_grant_changed_after_capture_is_named_with_both_sides() -> None:
+    # Given a restored table whose reader may also insert, which the manifest does not say
+    restored = dict(MANIFEST_ACL)
+    restored["billing.invoices"] = RelationAcl("app_owner", ("app_owner=arwdDxtm", "app_reader=ar"))
+
+    # Then the difference names the table, what was restored and what the manifest has
+    assert acl_differences(MANIFEST_ACL, restored) == [
+        "billing.invoices: grants app_owner=arwdDxtm app_reader=ar, "
+        "manifest has app_owner=arwdDxtm app_reader=r"
+    ]
+
+
+def test_another_owner_a_lost_grant_a_missing_and_an_extra_relation_are_each_named() -> None:
+    restored = {
+        "billing.invoices": RelationAcl("postgres", ("app_owner=arwdDxtm", "app_reader=r")),
+        "billing.invoices.amount": RelationAcl("app_owner", ()),
+        "billing.notes": RelationAcl("postgres", ()),
+    }
+
+    assert acl_differences(MANIFEST_ACL, restored) == [
+        "billing.invoices: owner postgres, manifest has app_owner",
+        "billing.invoices.amount: grants (none), manifest has app_reader=w",
+        "billing.invoices_id_seq: missing (manifest: owner app_owner)",
+        "billing.notes: not in the manifest (owner postgres)",
+    ]
+
+
+def with_roles(*roles: str) -> BackupRecord:
+    globals_ = ClusterGlobals(
+        key="k.globals.sql", sha256="aa", size_bytes=1, role_passwords=True, roles=list(roles)
+    )
+    return backup("20261122T180000Z-1a2b3c4d").model_copy(update={"globals": globals_})
+
+
+def judged_roles(
+    record: BackupRecord,
+    roles: RolesRestored,
+    present: set[str],
+    restored_acl: dict[str, RelationAcl],
+    acl: dict[str, RelationAcl] | None = MANIFEST_ACL,
+) -> Check:
+    checks = CheckList(check_plan(VerifyConfig(scratch_dsn="host=x")))
+    expected = Expected({}, None, "manifest", acl)
+    judge_roles(checks, record, roles, present=present, expected=expected, restored_acl=restored_acl)
+    return {c.name: c for c in checks.finish("stopped")}[CHECK_ROLES]
+
+
+def test_roles_present_and_grants_equal_pass_saying_which_roles_were_created() -> None:
+    record = with_roles("app_owner", "app_reader")
+
+    result = judged_roles(
+        record, RolesRestored(created=["app_reader"]), {"postgres", "app_owner", "app_reader"}, MANIFEST_ACL
+    )
+
+    assert result.status == "passed"
+    assert result.detail == (
+        "2 role(s) the database references present (app_reader created on the scratch server from the "
+        "roles object (they stay there: roles belong to the whole server, not to the scratch database)); "
+        "owners and grants of 3 relation(s) equal the manifest's"
+    )
+
+
+def test_a_role_missing_after_the_restore_or_from_the_roles_object_fails_naming_it() -> None:
+    record = with_roles("app_owner", "app_reader", "app_policy")
+
+    result = judged_roles(
+        record, RolesRestored(not_in_globals=["app_policy"]), {"app_owner", "app_reader"}, MANIFEST_ACL
+    )
+
+    assert result.status == "failed"
+    assert result.detail == (
+        "roles app_policy are referenced by the database but not in the backup's roles object: a blank "
+        "server could not restore this backup; roles missing after the restore: app_policy"
+    )
+
+
+def test_a_grant_difference_fails_the_check() -> None:
+    restored = dict(MANIFEST_ACL)
+    restored["billing.invoices_id_seq"] = RelationAcl("app_owner", ("app_owner=rwU", "app_reader=r"))
+
+    result = judged_roles(
+        with_roles("app_owner", "app_reader"), RolesRestored(), {"app_owner", "app_reader"}, restored
+    )
+
+    assert result.status == "failed"
+    assert result.detail.startswith(
+        "owners and grants differ from the manifest's: billing.invoices_id_seq: grants"
+    )
+
+
+def test_a_backup_without_a_roles_object_skips_the_check_with_the_reason() -> None:
+    result = judged_roles(backup("20261122T180000Z-1a2b3c4d"), RolesRestored(), set(), {})
+
+    assert result.status == "skipped"
+    assert result.detail.startswith("the backup predates roles objects")
+
+
+def test_a_manifest_without_owners_and_grants_still_checks_the_roles() -> None:
+    result = judged_roles(with_roles("app_owner"), RolesRestored(), {"app_owner"}, {}, acl=None)
+
+    assert result.status == "passed"
+    assert result.detail.endswith("the manifest holds no owners and grants to compare")

@@ -331,6 +331,8 @@ class StoredObject:
 # one bucket ---------------------------------------------------------------------------------
 
 
+# About 300 lines on purpose: this is the one owner of every S3 call on a bucket (the
+# architecture's rule), a flat list of small methods, each one request and its error wording.
 class Bucket:
     """One S3 bucket, through a client of its region."""
 

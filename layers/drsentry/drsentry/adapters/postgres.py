@@ -136,6 +136,11 @@ class Session:
         with self._translated():
             return pgmeta.schema_fingerprint(self._conn)
 
+    def relation_acls(self) -> dict[str, pgmeta.RelationAcl]:
+        """Owner and grants of every relation, as the backup's manifest records them."""
+        with self._translated():
+            return pgmeta.table_acls(self._conn)
+
     # session settings and statements ---------------------------------------------------------
 
     def without_row_security(self) -> None:

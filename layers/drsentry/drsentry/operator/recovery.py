@@ -58,7 +58,7 @@ from drsentry.core.errors import (
     StorageError,
 )
 from drsentry.core.gfs import is_archived
-from drsentry.core.globals import GlobalsUnreadable, RoleCreation, parse_globals, roles_to_create
+from drsentry.core.globals import GlobalsUnreadable, RoleCreation, parse_globals
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord, check_backup_id
 from drsentry.jobs.archive.access import (
@@ -68,6 +68,7 @@ from drsentry.jobs.archive.access import (
     explain_unreadable,
     request_archive_restore,
 )
+from drsentry.jobs.roles import RolesObjectMismatch, read_roles_object, roles_on_server
 from drsentry.jobs.runtime import Runtime
 from drsentry.operator.archive_schema import (
     SCHEMA_CHUNK_BYTES,
@@ -599,17 +600,10 @@ def _server_session(target: TargetDatabase) -> postgres.Session:
 
 def read_globals(runtime: Runtime, backup: BackupRecord) -> str:
     """The backup's roles object, once its size and SHA-256 equal the record's."""
-    assert backup.globals is not None
-    key = backup.globals.key
-    data = b"".join(runtime.store.iter_chunks(backup.bucket, key))
-    sha256 = hashlib.sha256(data).hexdigest()
-    if sha256 != backup.globals.sha256 or len(data) != backup.globals.size_bytes:
-        raise ChecksumMismatch(
-            f"backup {backup.backup_id}: s3://{backup.bucket}/{key}: {len(data):,} bytes with SHA-256 "
-            f"{sha256}, the record says {backup.globals.size_bytes:,} bytes and {backup.globals.sha256}; "
-            "nothing was restored"
-        )
-    return data.decode("utf-8")
+    try:
+        return read_roles_object(runtime.store, backup)
+    except RolesObjectMismatch as exc:
+        raise ChecksumMismatch(f"{exc}; nothing was restored") from exc
 
 
 def _roles_to_create(
@@ -628,10 +622,8 @@ def _roles_to_create(
     except GlobalsUnreadable as exc:
         raise RestoreFailed(f"backup {backup.backup_id}: the roles object cannot be read: {exc}") from exc
     with _server_session(target) as session:
-        existing = session.role_names()
-        databases = session.database_names() | {target.dbname}
-        may_create = session.may_create_roles()
-    creation = roles_to_create(cluster, backup.globals.roles, existing, databases)
+        on_server = roles_on_server(cluster, backup.globals.roles, session, target.dbname)
+    creation, may_create = on_server.creation, on_server.may_create
     if creation.not_in_globals:
         raise BadInput(
             f"roles {', '.join(creation.not_in_globals)} are needed by backup {backup.backup_id} and exist "

@@ -164,23 +164,7 @@ def select_entries(
             if e.description not in _NEVER and e.description != "SCHEMA" and e.in_schema(schema)
         }
         chosen |= {e.dump_id for e in entries if e.description == "SCHEMA" and e.names("-", schema)}
-    # Partitions: every TABLE ATTACH that depends on a chosen table brings its other table.
-    partitions: set[int] = set()
-    while True:
-        found = (
-            {
-                dependency
-                for e in entries
-                if e.description == "TABLE ATTACH" and set(e.depends_on) & (chosen | partitions)
-                for dependency in e.depends_on
-                if dependency in by_id and by_id[dependency].description == "TABLE"
-            }
-            - chosen
-            - partitions
-        )
-        if not found:
-            break
-        partitions |= found
+    partitions = _partitions_of(chosen, entries, by_id)
     chosen |= partitions
     satisfied: set[int] = set()  # prerequisites the target has already
 
@@ -228,6 +212,27 @@ def select_entries(
         tables=[_table_name(e, known) for e in selected if e.description == "TABLE"],
         partitions=[_table_name(by_id[i], known) for i in sorted(partitions)],
     )
+
+
+def _partitions_of(chosen: set[int], entries: list[TocEntry], by_id: dict[int, TocEntry]) -> set[int]:
+    """The partitions of the chosen tables, at every level: every TABLE ATTACH that depends on a
+    chosen table (or a partition found so far) brings its other table."""
+    partitions: set[int] = set()
+    while True:
+        found = (
+            {
+                dependency
+                for e in entries
+                if e.description == "TABLE ATTACH" and set(e.depends_on) & (chosen | partitions)
+                for dependency in e.depends_on
+                if dependency in by_id and by_id[dependency].description == "TABLE"
+            }
+            - chosen
+            - partitions
+        )
+        if not found:
+            return partitions
+        partitions |= found
 
 
 def _exists(entry: TocEntry, defined: Set[tuple[str, str, str]]) -> bool:

@@ -1,9 +1,11 @@
 """Verify: prove a backup restores, and restores to the data it claims to hold.
 
-For each verified backup: stream the object from S3 through a SHA-256 and zstd into
-``pg_restore`` on a fresh scratch database (``drsentry_verify_<backup id>``), run the
-checks against the restored database, write a VerificationRecord, drop the scratch
-database (also when a check fails or time runs out), emit metrics. Per target, the
+For each verified backup: create the roles the backup needs and the scratch server lacks from
+the backup's roles object (the same path as a real recovery, jobs/roles.py), stream the object
+from S3 through a SHA-256 and zstd into ``pg_restore`` on a fresh scratch database
+(``drsentry_verify_<backup id>``) keeping owners and grants, run the checks against the
+restored database, write a VerificationRecord, drop the scratch database (also when a check
+fails or time runs out), emit metrics. Per target, the
 newest completed backup is verified, plus ``verify.sample_older`` random older ones so
 that old backups get read too; one notice per target goes to SNS and Slack.
 
@@ -29,9 +31,15 @@ The checks, in order (critical unless marked):
  8. row-level security    RLS enabled and at least one policy on every `rls_tables` entry
  9. database size         (warning) the restored database is at least `min_size`
 10. schema fingerprint    equals the manifest's
-11. assertion: NAME       each user assertion, with its own severity
-12. restore time          (warning) download + decompress + pg_restore within the RTO
-13. storage: BUCKET       per `storage` bucket of the target: its manifest with this backup against
+11. roles and grants      every role the database references exists after the restore and is in
+                          the backup's roles object, and every relation's owner and grants equal
+                          the manifest's; `skipped` for a backup taken before roles objects (it
+                          restores with --no-owner --no-privileges, as it always did). Roles
+                          created on a standing scratch server stay there (cluster-wide, and a
+                          concurrent verification may own objects through them)
+12. assertion: NAME       each user assertion, with its own severity
+13. restore time          (warning) download + decompress + pg_restore within the RTO
+14. storage: BUCKET       per `storage` bucket of the target: its manifest with this backup against
                           the previous one (a drop beyond `storage_drop_tolerance` fails) and a
                           sample of the previous manifest's keys still there or recoverable
                           (jobs/storage_manifest/compare.py); independent of the restore, so it runs even

@@ -1,6 +1,6 @@
 """The checks that read something: the restored database (connectivity, critical tables, row
-counts and their drift, functions, row-level security, size, schema fingerprint, the user's
-assertions) through one session, and the storage buckets' manifests.
+counts and their drift, functions, row-level security, size, schema fingerprint, roles and
+grants, the user's assertions) through one session, and the storage buckets' manifests.
 
 No query may outlive the function's time: before each check the session's statement_timeout
 is set to the time left, so the server cancels a slow count instead of Lambda killing the run.
@@ -30,15 +30,18 @@ from drsentry.jobs.verify.rules import (
     CHECK_FINGERPRINT,
     CHECK_FUNCTIONS,
     CHECK_RLS,
+    CHECK_ROLES,
     CHECK_ROWS,
     CHECK_SIZE,
     CHECK_TABLES,
     CheckList,
     Expected,
+    RolesRestored,
     StepFailed,
     TimeLeft,
     assertion_names,
     evaluate_assertion,
+    judge_roles,
     missing_functions,
     rls_problems,
     row_count_drift,
@@ -74,7 +77,7 @@ class RestoredDatabaseChecks:
         self.time_left = time_left
         self.restored_tables: set[str] = set()
 
-    def run(self, restored_dsn: str, expected: Expected) -> None:
+    def run(self, restored_dsn: str, expected: Expected, roles: RolesRestored) -> None:
         self.time_left.require(CHECK_CONNECT)
         session = connect(restored_dsn, "cannot connect to the restored database", CHECK_CONNECT)
         with session:
@@ -90,6 +93,7 @@ class RestoredDatabaseChecks:
                 (CHECK_RLS, lambda: self._check_rls(session)),
                 (CHECK_SIZE, lambda: self._check_size(session)),
                 (CHECK_FINGERPRINT, lambda: self._check_fingerprint(session, expected)),
+                (CHECK_ROLES, lambda: self._check_roles(session, expected, roles)),
             ]
             for check, step in steps:
                 try:
@@ -208,6 +212,19 @@ class RestoredDatabaseChecks:
                 CHECK_FINGERPRINT,
                 f"restored {restored} differs from the {expected.source}'s {expected.schema_fingerprint}",
             )
+
+    def _check_roles(self, session: postgres.Session, expected: Expected, roles: RolesRestored) -> None:
+        if self.backup.globals is None:
+            judge_roles(self.checks, self.backup, roles, present=set(), expected=expected, restored_acl={})
+            return
+        judge_roles(
+            self.checks,
+            self.backup,
+            roles,
+            present=session.role_names(),
+            expected=expected,
+            restored_acl=session.relation_acls(),
+        )
 
     def _run_assertions(self, session: postgres.Session) -> None:
         """Each user assertion: one statement, read-only, rolled back, under a statement timeout."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ CHECK_FUNCTIONS = "functions"
 CHECK_RLS = "row-level security"
 CHECK_SIZE = "database size"
 CHECK_FINGERPRINT = "schema fingerprint"
+CHECK_ROLES = "roles and grants"
 CHECK_RTO = "restore time"
 ASSERTION_PREFIX = "assertion: "
 
@@ -79,6 +80,7 @@ def check_plan(verify: VerifyConfig, storage: Sequence[BucketConfig] = ()) -> li
         (CHECK_RLS, "critical"),
         (CHECK_SIZE, "warning"),
         (CHECK_FINGERPRINT, "critical"),
+        (CHECK_ROLES, "critical"),
     ]
     plan += [(name, assertion.severity) for name, assertion in assertion_names(verify.assertions)]
     plan.append((CHECK_RTO, "warning"))
@@ -258,6 +260,8 @@ class Expected:
     tables: dict[str, int]
     schema_fingerprint: str | None
     source: str
+    # Owner and grants of every relation (the manifest's `acl`); None when it holds none.
+    acl: dict[str, pgmeta.RelationAcl] | None = None
 
 
 def expected_contents(backup: BackupRecord, manifest: dict[str, Any] | None) -> Expected:
@@ -267,12 +271,19 @@ def expected_contents(backup: BackupRecord, manifest: dict[str, Any] | None) -> 
         return Expected(dict(backup.tables), backup.schema_fingerprint, "catalog record")
     tables = manifest.get("tables")
     fingerprint = manifest.get("schema_fingerprint")
+    acl = manifest.get("acl")
     return Expected(
         {str(name): int(count) for name, count in tables.items()}
         if isinstance(tables, dict)
         else dict(backup.tables),
         str(fingerprint) if fingerprint else backup.schema_fingerprint,
         "manifest",
+        {
+            str(name): pgmeta.RelationAcl(str(entry["owner"]), tuple(str(g) for g in entry["grants"]))
+            for name, entry in acl.items()
+        }
+        if isinstance(acl, dict)
+        else None,
     )
 
 
@@ -346,3 +357,97 @@ def judge_restore_time(checks: CheckList, restore_seconds: float | None, rto_sec
     seconds = restore_seconds or 0.0
     text = f"{seconds:.1f}s, RTO {rto_seconds:.0f}s"
     (checks.passed if seconds <= rto_seconds else checks.failed)(CHECK_RTO, text)
+
+
+@dataclass
+class RolesRestored:
+    """What the verification did with the backup's roles before pg_restore."""
+
+    # The roles object missing, unreadable or not the record's bytes (the object checksum fails too).
+    object_problem: str | None = None
+    # Roles the database references that the roles object does not define: a blank server
+    # could not restore the backup, whatever the scratch server happens to have.
+    not_in_globals: list[str] = field(default_factory=list)
+    # Created on the scratch server from the roles object for this run.
+    created: list[str] = field(default_factory=list)
+
+
+def acl_differences(
+    expected: dict[str, pgmeta.RelationAcl], restored: dict[str, pgmeta.RelationAcl]
+) -> list[str]:
+    """Each relation whose owner or grants differ between the manifest and the restored database."""
+    differences: list[str] = []
+    for name, wanted in sorted(expected.items()):
+        found = restored.get(name)
+        if found is None:
+            differences.append(f"{name}: missing (manifest: owner {wanted.owner})")
+            continue
+        if found.owner != wanted.owner:
+            differences.append(f"{name}: owner {found.owner}, manifest has {wanted.owner}")
+        if found.grants != wanted.grants:
+            differences.append(
+                f"{name}: grants {' '.join(found.grants) or '(none)'}, "
+                f"manifest has {' '.join(wanted.grants) or '(none)'}"
+            )
+    differences += [
+        f"{name}: not in the manifest (owner {found.owner})"
+        for name, found in sorted(restored.items())
+        if name not in expected
+    ]
+    return differences
+
+
+def _first(problems: list[str], shown: int = 5) -> str:
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
+def judge_roles(
+    checks: CheckList,
+    backup: BackupRecord,
+    roles: RolesRestored,
+    *,
+    present: set[str],
+    expected: Expected,
+    restored_acl: dict[str, pgmeta.RelationAcl],
+) -> None:
+    """`roles and grants`: every role the database references exists after the restore, the roles
+    object defines them all, and every relation's owner and grants equal the manifest's."""
+    if backup.globals is None:
+        checks.skipped(
+            CHECK_ROLES,
+            "the backup predates roles objects: restored without owners and grants "
+            "(--no-owner --no-privileges), nothing to compare",
+        )
+        return
+    needed = backup.globals.roles
+    problems: list[str] = []
+    if roles.object_problem:
+        problems.append(f"the roles object could not be used ({roles.object_problem})")
+    if roles.not_in_globals:
+        problems.append(
+            f"roles {', '.join(roles.not_in_globals)} are referenced by the database but not in the "
+            "backup's roles object: a blank server could not restore this backup"
+        )
+    absent = sorted(set(needed) - present)
+    if absent:
+        problems.append(f"roles missing after the restore: {', '.join(absent)}")
+    if expected.acl is None:
+        compared = f"the {expected.source} holds no owners and grants to compare"
+    else:
+        differences = acl_differences(expected.acl, restored_acl)
+        if differences:
+            problems.append(f"owners and grants differ from the {expected.source}'s: {_first(differences)}")
+        compared = f"owners and grants of {len(expected.acl)} relation(s) equal the {expected.source}'s"
+    if problems:
+        checks.failed(CHECK_ROLES, "; ".join(problems))
+        return
+    created = (
+        f"{', '.join(roles.created)} created on the scratch server from the roles object "
+        "(they stay there: roles belong to the whole server, not to the scratch database)"
+        if roles.created
+        else "none had to be created on the scratch server"
+    )
+    checks.passed(
+        CHECK_ROLES, f"{len(needed)} role(s) the database references present ({created}); {compared}"
+    )

@@ -24,9 +24,11 @@ from drsentry.adapters.restore_stream import (
 from drsentry.adapters.secrets import sanitize
 from drsentry.adapters.table.verifications import VerificationLog
 from drsentry.core.config import VerifyConfig
-from drsentry.core.errors import BadInput, CatalogError, DrsentryError, StorageError
+from drsentry.core.errors import BadInput, CatalogError, DrsentryError, PostgresError, StorageError
+from drsentry.core.globals import ClusterRoles, GlobalsUnreadable, parse_globals
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord
+from drsentry.jobs.roles import roles_object_bytes, roles_on_server
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.checks import RestoredDatabaseChecks, check_storage
 from drsentry.jobs.verify.report import emit_metrics, verification_record
@@ -35,6 +37,7 @@ from drsentry.jobs.verify.rules import (
     CHECK_RESTORE,
     CheckList,
     Expected,
+    RolesRestored,
     StepFailed,
     TimeLeft,
     VerificationRefused,
@@ -161,7 +164,7 @@ class VerificationRun:
             scratch_dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
         )
         with scratch.created_for_the_run():
-            self._restore_and_check(pg_restore, scratch.dsn)
+            self._restore_and_check(pg_restore, scratch)
 
     def _prepare(self) -> tuple[str, PgTool]:
         """Credentials, the safety rule and the tools: everything before touching a server."""
@@ -193,11 +196,13 @@ class VerificationRun:
             )
         return scratch_dsn, pg_restore
 
-    def _restore_and_check(self, pg_restore: PgTool, restored_dsn: str) -> None:
+    def _restore_and_check(self, pg_restore: PgTool, scratch: ScratchDatabase) -> None:
+        restored_dsn = scratch.dsn
         # Held from creation to the drop, so a concurrent run's leftover cleanup sees it in use.
         holder = connect(restored_dsn, "cannot connect to the new scratch database")
         with holder:
             expected = self._expected()
+            roles = self._bring_roles(scratch.server_dsn)
             outcome = self._restore(pg_restore, restored_dsn)
             judge_stream(
                 self.checks,
@@ -205,7 +210,7 @@ class VerificationRun:
                 outcome,
                 self.scratch_db,
                 self._clean,
-                globals_problem=self._globals_problem(),
+                globals_problem=roles.object_problem,
             )
             if not outcome.restored:
                 self.skip_reason = "the restore did not complete"
@@ -220,7 +225,7 @@ class VerificationRun:
                 time_left=self.time_left,
             )
             self.runtime.progress.phase(f"verify {self.target.name}: checking the restored database")
-            checks.run(restored_dsn, expected)
+            checks.run(restored_dsn, expected, roles)
             judge_restore_time(self.checks, self.restore_seconds, self.config.rto.total_seconds())
             if self.after_restore is not None:
                 self.after_restore(restored_dsn)
@@ -242,6 +247,9 @@ class VerificationRun:
                 remaining_seconds=self.time_left.remaining,
                 application_name=APPLICATION_NAME,
                 progress=progress,
+                # As a real recovery restores: owners and grants kept, so a role the backup cannot
+                # bring back fails here. A backup from before roles objects restores as it always did.
+                keep_owners=self.backup.globals is not None,
             )
         except StorageError as exc:
             raise StepFailed(CHECK_OBJECT, f"backup object unreadable: {exc}") from exc
@@ -252,21 +260,73 @@ class VerificationRun:
         self.restore_seconds = outcome.restore_seconds
         return outcome
 
-    def _globals_problem(self) -> str | None:
-        """The roles object read whole (a few kilobytes) and judged against the record."""
-        if self.backup.globals is None:
-            return None
-        key = self.backup.globals.key
+    def _bring_roles(self, server_dsn: str) -> RolesRestored:
+        """Before pg_restore, as a real recovery does: the roles the backup needs and the scratch
+        server lacks, created there from the backup's roles object (read whole, a few kilobytes,
+        and judged against the record). Created roles stay: they belong to the whole server, and a
+        concurrent verification may be restoring objects owned by them."""
+        roles = RolesRestored()
+        backup_globals = self.backup.globals
+        if backup_globals is None:
+            return roles
         try:
-            if self.runtime.store.head(self.backup.bucket, key) is None:
-                return globals_problem(self.backup, None)
-            digest, size = hashlib.sha256(), 0
-            for chunk in self.runtime.store.iter_chunks(self.backup.bucket, key):
-                digest.update(chunk)
-                size += len(chunk)
+            if self.runtime.store.head(self.backup.bucket, backup_globals.key) is None:
+                roles.object_problem = globals_problem(self.backup, None)
+                return roles
+            data = roles_object_bytes(self.runtime.store, self.backup)
         except StorageError as exc:
-            return f"roles object unreadable: {exc}"
-        return globals_problem(self.backup, (size, digest.hexdigest()))
+            roles.object_problem = f"roles object unreadable: {exc}"
+            return roles
+        roles.object_problem = globals_problem(self.backup, (len(data), hashlib.sha256(data).hexdigest()))
+        if roles.object_problem:
+            # Not the backup's roles: nothing is created from it (the object checksum fails).
+            return roles
+        try:
+            cluster = parse_globals(data.decode("utf-8"))
+        except (GlobalsUnreadable, UnicodeDecodeError) as exc:
+            raise StepFailed(CHECK_RESTORE, f"the backup's roles object cannot be read: {exc}") from exc
+        needed = backup_globals.roles
+        roles.not_in_globals = sorted(set(needed) - set(cluster.roles))
+        roles.created = self._create_missing_roles(server_dsn, cluster, needed)
+        return roles
+
+    def _create_missing_roles(self, server_dsn: str, cluster: ClusterRoles, needed: list[str]) -> list[str]:
+        admin = connect(server_dsn, "scratch server unreachable")
+        try:
+            with admin:
+                # Twice at most: a concurrent verification may create the same role meanwhile.
+                for attempt in (1, 2):
+                    on_server = roles_on_server(cluster, needed, admin, self.scratch_db)
+                    creation = on_server.creation
+                    if creation.not_in_globals:
+                        raise StepFailed(
+                            CHECK_RESTORE,
+                            f"roles {', '.join(creation.not_in_globals)} are referenced by backup "
+                            f"{self.backup.backup_id} and exist neither on the scratch server nor in the "
+                            "backup's roles object: a blank server could not restore it",
+                        )
+                    if creation.created and not on_server.may_create:
+                        raise StepFailed(
+                            CHECK_RESTORE,
+                            f"the scratch server lacks roles {', '.join(creation.created)} and the verify "
+                            "user may not create roles (needs CREATEROLE or superuser)",
+                        )
+                    if not creation.statements:
+                        return []
+                    try:
+                        admin.run_role_statements(creation.statements)
+                    except postgres.RoleNotCreated as exc:
+                        if attempt == 2:
+                            raise StepFailed(CHECK_RESTORE, f"scratch server: {exc}") from exc
+                        continue
+                    logger.info(
+                        "roles created on the scratch server",
+                        extra={"backup_id": self.backup.backup_id, "roles": creation.created},
+                    )
+                    return creation.created
+        except PostgresError as exc:
+            raise StepFailed(CHECK_RESTORE, f"scratch server: {exc}") from exc
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _expected(self) -> Expected:
         try:
