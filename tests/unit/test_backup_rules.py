@@ -14,8 +14,7 @@ from drsentry.adapters.pgtools import PgTool, error_lines, require_compatible
 from drsentry.core.errors import BackupNotFound, PgToolsError
 from drsentry.core.gfs import assign_tier
 from drsentry.core.records import BackupRecord, check_backup_id, new_backup_id
-from drsentry.jobs.backup.dump import pg_dump_failure
-from drsentry.jobs.backup.rules import backup_metrics, globals_key, object_keys
+from drsentry.jobs.backup.rules import backup_metrics, globals_key, object_keys, tool_failure
 
 
 def at(text: str) -> datetime:
@@ -145,10 +144,14 @@ def test_stderr_error_lines_are_detected() -> None:
 
 
 def test_pg_dump_failure_names_the_signal_or_the_exit_code_and_its_first_errors() -> None:
-    assert pg_dump_failure(-9, []) == "pg_dump was killed by signal 9"
+    assert tool_failure("pg_dump", -9, []) == "pg_dump was killed by signal 9"
     errors = [" pg_dump: error: a ", "pg_dump: error: b", "pg_dump: error: c", "pg_dump: error: d"]
-    assert pg_dump_failure(1, errors) == (
+    assert tool_failure("pg_dump", 1, errors) == (
         "pg_dump exited with code 1: pg_dump: error: a; pg_dump: error: b; pg_dump: error: c"
+    )
+    assert (
+        tool_failure("pg_dumpall --globals-only", 1, ["x"])
+        == "pg_dumpall --globals-only exited with code 1: x"
     )
 
 

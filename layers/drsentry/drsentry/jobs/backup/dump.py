@@ -42,7 +42,7 @@ from drsentry.core.errors import BackupFailed, DrsentryError
 from drsentry.core.observability import logger
 from drsentry.core.progress import NO_PROGRESS, Progress
 from drsentry.jobs.backup.globals import CapturedGlobals, capture_globals
-from drsentry.jobs.backup.rules import COMPRESSION
+from drsentry.jobs.backup.rules import COMPRESSION, tool_failure
 
 READ_CHUNK = 1024 * 1024
 # pg_dump waits at most this long for a table lock (a migration, VACUUM FULL) instead of
@@ -214,7 +214,7 @@ class DatabaseDump:
             errors = error_lines(stderr.text)
             if return_code != 0 or errors:
                 lines = errors or stderr.text.splitlines()
-                raise BackupFailed(sanitize(pg_dump_failure(return_code, lines), dsn))
+                raise BackupFailed(sanitize(tool_failure("pg_dump", return_code, lines), dsn))
             if writer.size_bytes == 0:
                 raise BackupFailed("pg_dump produced no output")
             facts.result()  # a backup whose facts could not be read is not completed
@@ -233,16 +233,6 @@ class DatabaseDump:
             self.bucket.delete_all_versions(stored.key)
             raise
         return stored
-
-
-def pg_dump_failure(return_code: int, lines: list[str]) -> str:
-    """What a failed pg_dump's record says: how it ended and its first error lines."""
-    if return_code < 0:
-        reason = f"pg_dump was killed by signal {-return_code}"
-    else:
-        reason = f"pg_dump exited with code {return_code}"
-    detail = "; ".join(line.strip() for line in lines[:3])
-    return f"{reason}: {detail}" if detail else reason
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -22,6 +22,7 @@ from drsentry.adapters.buckets import Bucket, StoredObject
 from drsentry.adapters.pgtools import PgTool, error_lines, pg_environment
 from drsentry.adapters.secrets import sanitize
 from drsentry.core.errors import BackupFailed
+from drsentry.jobs.backup.rules import tool_failure
 
 # The globals of a cluster with thousands of roles take well under a second; a pg_dumpall
 # that hangs (a server that stopped answering) must not take the run's whole deadline.
@@ -63,21 +64,13 @@ def capture_globals(
     stderr = finished.stderr.decode("utf-8", errors="replace").strip()
     errors = error_lines(stderr)
     if finished.returncode != 0 or errors:
-        failure = pg_dumpall_failure(finished.returncode, errors or stderr.splitlines())
+        failure = tool_failure(
+            "pg_dumpall --globals-only", finished.returncode, errors or stderr.splitlines()
+        )
         raise BackupFailed(sanitize(failure, dsn))
     if not finished.stdout.strip():
         raise BackupFailed("pg_dumpall --globals-only produced no output")
     return CapturedGlobals(sql=finished.stdout, role_passwords=role_passwords, pg_dumpall=pg_dumpall)
-
-
-def pg_dumpall_failure(return_code: int, lines: list[str]) -> str:
-    """What a failed pg_dumpall's record says: how it ended and its first error lines."""
-    if return_code < 0:
-        reason = f"pg_dumpall --globals-only was killed by signal {-return_code}"
-    else:
-        reason = f"pg_dumpall --globals-only exited with code {return_code}"
-    detail = "; ".join(line.strip() for line in lines[:3])
-    return f"{reason}: {detail}" if detail else reason
 
 
 def store_globals(

@@ -24,6 +24,16 @@ def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
     return f"{base}.dump", f"{base}.manifest.json"
 
 
+def tool_failure(command: str, return_code: int, lines: list[str]) -> str:
+    """What a failed pg_dump's (or pg_dumpall's) record says: how it ended and its first error lines."""
+    if return_code < 0:
+        reason = f"{command} was killed by signal {-return_code}"
+    else:
+        reason = f"{command} exited with code {return_code}"
+    detail = "; ".join(line.strip() for line in lines[:3])
+    return f"{reason}: {detail}" if detail else reason
+
+
 def globals_key(prefix: str, target: str, backup_id: str) -> str:
     """The roles object beside the dump: `{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}.globals.sql`."""
     dump_key, _ = object_keys(prefix, target, backup_id)
