@@ -20,7 +20,7 @@ lint: venv
 	$(BIN)/ruff check layers functions tests infra
 	$(BIN)/ruff format --check layers functions tests infra
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/cfn-lint template.yaml infra/replica.yaml
 
 test: venv lint

@@ -97,11 +97,12 @@ def server_directory(name: str) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
+@contextlib.contextmanager
+def embedded_server(name: str) -> Iterator[Any]:
+    """A fresh embedded PostgreSQL server for the session, stopped and removed at its end."""
     from drsentry.local import embedded_pg
 
-    with server_directory("pg") as directory:
+    with server_directory(name) as directory:
         data_dir = directory / "data"
         server = embedded_pg.start(data_dir)
         KNOWN_SECRETS.add(server.password)
@@ -109,21 +110,19 @@ def pg_server() -> Iterator[Any]:
             yield server
         finally:
             embedded_pg.stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    with embedded_server("pg") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def blank_pg_server() -> Iterator[Any]:
     """A second, brand-new server (only the bootstrap superuser): the "total loss" target."""
-    from drsentry.local import embedded_pg
-
-    with server_directory("blank-pg") as directory:
-        data_dir = directory / "data"
-        server = embedded_pg.start(data_dir)
-        KNOWN_SECRETS.add(server.password)
-        try:
-            yield server
-        finally:
-            embedded_pg.stop(data_dir)
+    with embedded_server("blank-pg") as server:
+        yield server
 
 
 @pytest.fixture

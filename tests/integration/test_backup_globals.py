@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from roles_database import RolesDatabase
 
 from conftest import KNOWN_SECRETS, REPLICA_REGION
 from drsentry.adapters.pgtools import find_tool
@@ -53,67 +54,9 @@ def _all_keys(clients: Any, bucket: str) -> list[str]:
     ]
 
 
-class RolesDatabase:
-    """A database whose table is owned by one role, granted to another, with an RLS policy
-    naming a third; the owner is a member of a fourth. A fifth role exists but is not used."""
-
-    def __init__(self, admin_dsn: str) -> None:
-        self.admin_dsn = admin_dsn
-        suffix = secrets.token_hex(3)
-        self.owner = f"gl_owner_{suffix}"
-        self.reader = f"gl_reader_{suffix}"
-        self.policy_role = f"gl_policy_{suffix}"
-        self.owner_group = f"gl_group_{suffix}"
-        self.unrelated = f"gl_unrelated_{suffix}"
-        self.dbname = f"globals_{suffix}"
-        self.dsn = _with(admin_dsn, dbname=self.dbname)
-        self.extra_roles: list[str] = []
-
-    def roles(self) -> list[str]:
-        return [
-            self.owner,
-            self.reader,
-            self.policy_role,
-            self.owner_group,
-            self.unrelated,
-            *self.extra_roles,
-        ]
-
-    def create(self) -> None:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            for role in (self.owner_group, self.owner, self.reader, self.policy_role, self.unrelated):
-                conn.execute(f'create role "{role}"'.encode())
-            conn.execute(f'grant "{self.owner_group}" to "{self.owner}"'.encode())
-            conn.execute(f'create database "{self.dbname}"'.encode())
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(
-                f"""
-                create schema billing;
-                create table billing.invoices (id bigint generated always as identity primary key,
-                                               customer text not null, amount numeric not null);
-                insert into billing.invoices (customer, amount) values ('acme', 12.5), ('globex', 7);
-                alter table billing.invoices owner to "{self.owner}";
-                grant usage on schema billing to "{self.reader}";
-                grant select on billing.invoices to "{self.reader}";
-                alter table billing.invoices enable row level security;
-                create policy customer_rows on billing.invoices to "{self.policy_role}"
-                    using (customer = current_user);
-                """.encode()
-            )
-
-    def drop(self) -> None:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{self.dbname}" with (force)'.encode())
-            for role in reversed(self.roles()):
-                conn.execute(f'drop role if exists "{role}"'.encode())
-
-    def admin_user(self) -> str:
-        return str(conninfo_to_dict(self.admin_dsn)["user"])
-
-
 @pytest.fixture
 def roles_db(admin_dsn: str) -> Iterator[RolesDatabase]:
-    database = RolesDatabase(admin_dsn)
+    database = RolesDatabase(admin_dsn, "gl")
     database.create()
     try:
         yield database

@@ -8,13 +8,12 @@ Every test ends with no `drsentry_verify_%` database left on either server.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from roles_database import RolesDatabase
 
 from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
@@ -39,57 +38,9 @@ def check(record: VerificationRecord, name: str) -> Any:
     return next(c for c in record.checks if c.name == name)
 
 
-class OwnedDatabase:
-    """A database whose table is owned by one role and granted to another, with an RLS policy
-    naming a third; the owner is a member of a fourth."""
-
-    def __init__(self, admin_dsn: str) -> None:
-        self.admin_dsn = admin_dsn
-        suffix = secrets.token_hex(3)
-        self.owner = f"vr_owner_{suffix}"
-        self.reader = f"vr_reader_{suffix}"
-        self.policy_role = f"vr_policy_{suffix}"
-        self.owner_group = f"vr_group_{suffix}"
-        self.dbname = f"verify_roles_{suffix}"
-        self.dsn = make_conninfo(admin_dsn, dbname=self.dbname)
-
-    def roles(self) -> list[str]:
-        return [self.owner_group, self.owner, self.reader, self.policy_role]
-
-    def create(self) -> None:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            for role in self.roles():
-                conn.execute(f'create role "{role}"'.encode())
-            conn.execute(f'grant "{self.owner_group}" to "{self.owner}"'.encode())
-            conn.execute(f'create database "{self.dbname}"'.encode())
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(
-                f"""
-                create schema billing;
-                create table billing.invoices (id bigint generated always as identity primary key,
-                                               customer text not null, amount numeric not null);
-                insert into billing.invoices (customer, amount)
-                    select 'customer ' || n, n from generate_series(1, 50) n;
-                alter table billing.invoices owner to "{self.owner}";
-                grant usage on schema billing to "{self.reader}";
-                grant select on billing.invoices to "{self.reader}";
-                grant update (amount) on billing.invoices to "{self.reader}";
-                alter table billing.invoices enable row level security;
-                create policy customer_rows on billing.invoices to "{self.policy_role}"
-                    using (customer = current_user);
-                """.encode()
-            )
-
-    def drop(self) -> None:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{self.dbname}" with (force)'.encode())
-            for role in reversed(self.roles()):
-                conn.execute(f'drop role if exists "{role}"'.encode())
-
-
 @pytest.fixture
-def owned_db(admin_dsn: str) -> Iterator[OwnedDatabase]:
-    database = OwnedDatabase(admin_dsn)
+def owned_db(admin_dsn: str) -> Iterator[RolesDatabase]:
+    database = RolesDatabase(admin_dsn, "vr")
     database.create()
     try:
         yield database
@@ -109,18 +60,18 @@ def verify_section(scratch_dsn: str) -> dict[str, Any]:
     }
 
 
-def backed_up(owned_db: OwnedDatabase, make_config: Any, scratch_dsn: str) -> tuple[Any, BackupRecord]:
+def backed_up(owned_db: RolesDatabase, make_config: Any, scratch_dsn: str) -> tuple[Any, BackupRecord]:
     config, _ = make_config(owned_db.dsn, **verify_section(scratch_dsn))
     runtime = build_runtime(config)
     record = backup_target(runtime, "app")
     assert record.status == "completed", record.error
     assert record.globals is not None
-    assert set(owned_db.roles()) <= set(record.globals.roles)
+    assert set(owned_db.referenced_roles()) <= set(record.globals.roles)
     return runtime, record
 
 
 def test_owned_and_granted_database_verifies_with_roles_and_grants_passing(
-    owned_db: OwnedDatabase, make_config: Any, admin_dsn: str
+    owned_db: RolesDatabase, make_config: Any, admin_dsn: str
 ) -> None:
     # Given a backup of a database with an owner, a grantee and a policy role
     runtime, backup = backed_up(owned_db, make_config, admin_dsn)
@@ -138,11 +89,11 @@ def test_owned_and_granted_database_verifies_with_roles_and_grants_passing(
 
 
 def test_same_backup_verifies_on_a_brand_new_server_creating_the_roles_there(
-    owned_db: OwnedDatabase, make_config: Any, admin_dsn: str, blank_pg_server: Any
+    owned_db: RolesDatabase, make_config: Any, admin_dsn: str, blank_pg_server: Any
 ) -> None:
     # Given a backup, and a brand-new server without any of its roles as the scratch server
     blank_dsn = str(blank_pg_server.dsn("postgres"))
-    assert not set(owned_db.roles()) & role_names(blank_dsn)
+    assert not set(owned_db.referenced_roles()) & role_names(blank_dsn)
     runtime, backup = backed_up(owned_db, make_config, blank_dsn)
     try:
         # When it is verified there
@@ -153,11 +104,11 @@ def test_same_backup_verifies_on_a_brand_new_server_creating_the_roles_there(
         assert record.status == "success", record.error_details
         roles = check(record, "roles and grants")
         assert roles.status == "passed", roles.detail
-        for role in owned_db.roles():
+        for role in owned_db.referenced_roles():
             assert role in roles.detail
         assert "they stay there" in roles.detail
         assert "owners and grants of" in roles.detail and "equal the manifest's" in roles.detail
-        assert set(owned_db.roles()) <= role_names(blank_dsn)
+        assert set(owned_db.referenced_roles()) <= role_names(blank_dsn)
         # ... with the owner's membership, as the roles object had it
         with psycopg.connect(blank_dsn, autocommit=True) as conn:
             member = conn.execute(
@@ -167,7 +118,7 @@ def test_same_backup_verifies_on_a_brand_new_server_creating_the_roles_there(
         assert scratch_databases(blank_dsn) == []
     finally:
         with psycopg.connect(blank_dsn, autocommit=True) as conn:
-            for role in reversed(owned_db.roles()):
+            for role in reversed(owned_db.referenced_roles()):
                 conn.execute(f'drop role if exists "{role}"'.encode())
 
 
@@ -186,7 +137,7 @@ def without_role(runtime: Any, backup: BackupRecord, role: str) -> BackupRecord:
 
 
 def test_roles_object_without_a_needed_role_fails_even_where_the_role_exists(
-    owned_db: OwnedDatabase, make_config: Any, admin_dsn: str
+    owned_db: RolesDatabase, make_config: Any, admin_dsn: str
 ) -> None:
     # Given a backup whose roles object lacks the policy role (the standing scratch server has it)
     runtime, backup = backed_up(owned_db, make_config, admin_dsn)
@@ -208,7 +159,7 @@ def test_roles_object_without_a_needed_role_fails_even_where_the_role_exists(
 
 
 def test_roles_object_without_a_needed_role_fails_the_restore_on_a_brand_new_server(
-    owned_db: OwnedDatabase, make_config: Any, blank_pg_server: Any
+    owned_db: RolesDatabase, make_config: Any, blank_pg_server: Any
 ) -> None:
     # Given the same damage, verified on a brand-new server that has none of the roles
     blank_dsn = str(blank_pg_server.dsn("postgres"))
@@ -225,12 +176,12 @@ def test_roles_object_without_a_needed_role_fails_the_restore_on_a_brand_new_ser
     assert owned_db.policy_role in restore.detail
     assert "a blank server could not restore it" in restore.detail
     assert check(record, "roles and grants").status == "skipped"
-    assert not set(owned_db.roles()) & role_names(blank_dsn)
+    assert not set(owned_db.referenced_roles()) & role_names(blank_dsn)
     assert scratch_databases(blank_dsn) == []
 
 
 def test_backup_from_before_roles_objects_skips_the_check_and_restores_as_before(
-    owned_db: OwnedDatabase, make_config: Any, admin_dsn: str
+    owned_db: RolesDatabase, make_config: Any, admin_dsn: str
 ) -> None:
     # Given a backup record without a roles object (taken before drsentry stored roles)
     runtime, backup = backed_up(owned_db, make_config, admin_dsn)

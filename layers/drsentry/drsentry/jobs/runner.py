@@ -169,28 +169,21 @@ def contain_failure(
     if isinstance(exc, RunInProgress):
         # A skipped run is a missed recovery point (or check): people hear of it, as a warning.
         logger.warning(f"{job} skipped", extra={"target": target, "reason": reason})
-        notice = RunNotice(
-            source=job,
-            target=target,
-            severity="warning",
-            status="skipped",
-            run_id=runtime.run_id,
-            summary=f"{job} of {target} skipped: {one_line}",
-            details={"reason": reason},
-        )
         outcome = TargetOutcome(target=target, outcome="skipped", reason=reason)
+        severity, status, summary, details = "warning", "skipped", "skipped", {"reason": reason}
     else:
         logger.error(f"{job} not run", extra={"target": target, "error": reason})
-        notice = RunNotice(
-            source=job,
-            target=target,
-            severity="critical",
-            status="failed",
-            run_id=runtime.run_id,
-            summary=f"{job} of {target} could not run: {one_line}",
-            details={"error": reason},
-        )
         outcome = TargetOutcome(target=target, outcome="not_run", reason=reason)
+        severity, status, summary, details = "critical", "failed", "could not run", {"error": reason}
+    notice = RunNotice(
+        source=job,
+        target=target,
+        severity=severity,
+        status=status,
+        run_id=runtime.run_id,
+        summary=f"{job} of {target} {summary}: {one_line}",
+        details=details,
+    )
     if alert and runtime.notifier is not None:
         runtime.notifier.send(notice, failing_checks=[failing_check(exc)])
     return outcome
