@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import run_cli
 
 from drsentry.core.events import scheduled_event
 
@@ -24,15 +23,7 @@ ROOT = Path(__file__).parents[2]
 def drsentry(
     *args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    environment = {name: value for name, value in os.environ.items() if name not in unset}
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env={**environment, **(env or {})},
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, env=env, unset=unset, timeout=120)
 
 
 def closed_port() -> int:
@@ -147,15 +138,7 @@ def test_bad_config_exits_2_with_one_line_naming_the_field(tmp_path: Path, text:
 
 
 def test_missing_config_exits_2() -> None:
-    env = {key: value for key, value in os.environ.items() if key != "DRSENTRY_CONFIG"}
-    run = subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", "status"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    run = drsentry("status", unset=("DRSENTRY_CONFIG",))
     assert run.returncode == 2
     assert "no configuration: pass --config PATH or set DRSENTRY_CONFIG" in run.stderr
 

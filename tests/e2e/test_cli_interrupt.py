@@ -8,13 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from cli_process import COMMAND, run_cli
 
 from drsentry.core.config import load_config
 from drsentry.core.errors import Interrupted
@@ -25,13 +25,7 @@ pytestmark = pytest.mark.e2e
 
 
 def drsentry(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(*args, timeout=120)
 
 
 def wait_for_blocked_dump(source_dsn: str, timeout: float = 30.0) -> None:
@@ -67,15 +61,7 @@ def test_an_interrupted_backup_says_so_records_itself_and_leaves_nothing(
     with psycopg.connect(source_db) as migration:
         migration.execute("lock table appointments in access exclusive mode")
         run = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from drsentry.operator.cli import main; main()",
-                "run",
-                "backup",
-                "--config",
-                str(path),
-            ],
+            [*COMMAND, "run", "backup", "--config", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

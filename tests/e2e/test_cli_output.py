@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_process import run_cli
 
 from drsentry.local.sample import create_sample_database, drop_database
 
@@ -34,18 +33,7 @@ WIDTHS = [80, 100, None]
 
 
 def drsentry(*args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
-    if columns is not None:
-        env["COLUMNS"] = str(columns)
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    return run_cli(*args, columns=columns)
 
 
 @dataclass

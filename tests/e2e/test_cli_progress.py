@@ -11,15 +11,14 @@ import json
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import COMMAND
 
 pytestmark = pytest.mark.e2e
 
-COMMAND = [sys.executable, "-c", "from drsentry.operator.cli import main; main()"]
 # Progress text: the phase the jobs report, and the bar's byte counts.
 BACKUP_PHASE = "backup app: pg_dump"
 VERIFY_PHASE = "verify app: restoring"

@@ -8,28 +8,19 @@ beside a replication check that says `failure` about the same moment or later.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_process import run_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def drsentry(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": str(columns)},
-        timeout=180,
-        check=False,
-    )
+    return run_cli(*args, columns=columns)
 
 
 def json_of(*args: str) -> Any:

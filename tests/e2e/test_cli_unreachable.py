@@ -3,14 +3,13 @@ reached (exit 1) or there are no credentials (exit 2)."""
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_process import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -72,15 +71,8 @@ def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def drsentry(
     args: list[str], config: Path, env: dict[str, str], unset: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    environment = {name: value for name, value in os.environ.items() if name not in unset}
-    environment.update(env, DRSENTRY_CONFIG=str(config), AWS_MAX_ATTEMPTS="1")
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
+    return run_cli(
+        *args, env={**env, "DRSENTRY_CONFIG": str(config), "AWS_MAX_ATTEMPTS": "1"}, unset=unset, timeout=120
     )
 
 

@@ -8,13 +8,12 @@ The CLI runs as a subprocess with its output piped, as cron and CI run it.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 from typing import Any
 
 import pytest
+from cli_process import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -22,16 +21,7 @@ REGION = "us-east-1"
 
 
 def drsentry(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "100"}
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-        check=False,
-    )
+    return run_cli(*args, columns=100)
 
 
 def application_bucket_checks(path: Any) -> list[dict[str, Any]]:

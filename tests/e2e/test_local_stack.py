@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
+from cli_process import run_cli
 from psycopg.conninfo import make_conninfo
 
 from conftest import server_directory
@@ -321,20 +322,8 @@ def test_up_names_the_log_of_a_process_that_never_answers(
 
 def _drsentry(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`drsentry ARGS` as a user's shell in `cwd` runs it: its own process, nothing of this one's AWS."""
-    inherited = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in (*_AWS_ENV, "DRSENTRY_LOCAL_DIR", "DRSENTRY_CONFIG", "XDG_STATE_HOME", "HOME")
-    }
-    return subprocess.run(
-        [sys.executable, "-c", "from drsentry.operator.cli import main; main()", *args],
-        cwd=cwd,
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    unset = (*_AWS_ENV, "DRSENTRY_LOCAL_DIR", "DRSENTRY_CONFIG", "XDG_STATE_HOME", "HOME")
+    return run_cli(*args, env=env, unset=unset, cwd=cwd)
 
 
 def _up(cwd: Path, env: dict[str, str]) -> dict[str, str]:
