@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from drsentry.core.errors import ConfigError, UnknownTarget
+from drsentry.core.schedules import Job, ScheduleExpression, SchedulesConfig
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -237,7 +238,11 @@ class TargetConfig(_Strict):
     name: str
     dsn_secret: str | None = None
     dsn: str | None = None
-    schedule: str = "cron(0 * * * ? *)"
+    # Unset: the stack's (`schedules:`). Each becomes one EventBridge Scheduler schedule.
+    schedule: ScheduleExpression | None = None
+    verify_schedule: ScheduleExpression | None = None
+    archive_schedule: ScheduleExpression | None = None
+    replication_check_schedule: ScheduleExpression | None = None
     verify: VerifyConfig | None = None
     storage: list[BucketConfig] = Field(default_factory=list)
     smoke: list[SmokeCheck] = Field(default_factory=list)
@@ -276,6 +281,7 @@ class Config(_Strict):
     catalog: CatalogConfig = CatalogConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     pg_bin_dir: str | None = None
+    schedules: SchedulesConfig = SchedulesConfig()
     targets: list[TargetConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -303,6 +309,11 @@ class Config(_Strict):
 
     def selected_targets(self, name: str | None) -> list[TargetConfig]:
         return [self.target(name)] if name else list(self.targets)
+
+    def schedule_of(self, target: TargetConfig, job: Job) -> str:
+        """The target's own expression for `job`, or the stack's."""
+        own = target.schedule if job == "backup" else getattr(target, f"{job.replace('-', '_')}_schedule")
+        return str(own) if own else self.schedules.default_for(job)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
