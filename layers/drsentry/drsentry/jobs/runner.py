@@ -3,7 +3,8 @@
 Backup, verify, archive and replication-check all run the same way for a scheduled event
 (from EventBridge Scheduler through their Lambda, or `drsentry run JOB`):
 
-1. Targets: the one the event names, or all. A target the job is not configured for
+1. Targets: the one the event names (a per-target schedule's run covers exactly that target),
+   or all, one after another or `max_parallel` at once (the CLI's). A target the job is not configured for
    (no `verify` section, no replica) is `not_configured` in a run over all targets, and
    bad input when the event names it.
 2. Once per event: the whole run sits behind the idempotency guard keyed (job, event
@@ -40,6 +41,7 @@ from drsentry.core.events import ScheduledEvent
 from drsentry.core.observability import logger
 from drsentry.core.records import RunNotice, Source
 from drsentry.jobs.idempotency import once_per_event
+from drsentry.jobs.parallel import run_in_parallel
 from drsentry.jobs.runtime import Runtime
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
@@ -114,44 +116,46 @@ def run_for_targets(
     result_type: type[ResultT],
     not_configured: Callable[[TargetConfig], str | None] = always_configured,
     idempotent: bool = True,
+    max_parallel: int = 1,
 ) -> ResultT:
     """Run `run_target` for every selected target under the one failure rule (module docstring).
 
     `not_configured(target)` returns why the job does not apply to a target, or None.
-    `idempotent=False` only for a run that changes nothing (a dry run).
+    `idempotent=False` only for a run that changes nothing (a dry run). `max_parallel` targets
+    run at once (jobs.parallel); 1, a Lambda's, runs them one after another.
     """
     named = scheduled.detail.target
     targets = runtime.config.selected_targets(named)  # UnknownTarget for a name not in the config
     if named is not None and (reason := not_configured(targets[0])) is not None:
         raise BadInput(reason)
 
+    def run_target_contained(target: TargetConfig) -> tuple[TargetOutcome, Sequence[BaseModel]]:
+        reason = not_configured(target)
+        if reason is not None:
+            logger.info(f"{job} not configured", extra={"target": target.name, "reason": reason})
+            return TargetOutcome(target=target.name, outcome="not_configured", reason=reason), []
+        try:
+            produced = run_target(target)
+        except BadInput:
+            raise
+        except DrsentryError as exc:
+            # A dry run changes nothing and tells nobody: its output is for the operator.
+            alert = not scheduled.detail.dry_run
+            return contain_failure(runtime, job, target.name, exc, alert=alert), []
+        return TargetOutcome(target=target.name, outcome="ran"), produced
+
     def work() -> ResultT:
-        outcomes: list[TargetOutcome] = []
-        records: list[BaseModel] = []
-        for target in targets:
-            reason = not_configured(target)
-            if reason is not None:
-                logger.info(f"{job} not configured", extra={"target": target.name, "reason": reason})
-                outcomes.append(TargetOutcome(target=target.name, outcome="not_configured", reason=reason))
-                continue
-            try:
-                produced = run_target(target)
-            except BadInput:
-                raise
-            except DrsentryError as exc:
-                # A dry run changes nothing and tells nobody: its output is for the operator.
-                alert = not scheduled.detail.dry_run
-                outcomes.append(contain_failure(runtime, job, target.name, exc, alert=alert))
-                continue
-            records.extend(produced)
-            outcomes.append(TargetOutcome(target=target.name, outcome="ran"))
+        if max_parallel > 1 and len(targets) > 1:
+            ran = run_in_parallel(run_target_contained, targets, max_parallel)
+        else:
+            ran = [run_target_contained(target) for target in targets]
         return result_type(
             source=job,
             event_id=scheduled.id,
             run_id=runtime.run_id,
             dry_run=scheduled.detail.dry_run,
-            outcomes=outcomes,
-            records=records,
+            outcomes=[outcome for outcome, _ in ran],
+            records=[record for _, produced in ran for record in produced],
         )
 
     if not idempotent:

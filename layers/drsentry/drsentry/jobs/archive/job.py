@@ -53,7 +53,9 @@ class ArchiveRunResult(RunResult[TargetArchiveReport]):
     records_key: ClassVar[str] = "targets"
 
 
-def run_scheduled_archive(runtime: Runtime, scheduled: ScheduledEvent) -> ArchiveRunResult:
+def run_scheduled_archive(
+    runtime: Runtime, scheduled: ScheduledEvent, *, max_parallel: int = 1
+) -> ArchiveRunResult:
     """The archive function's whole job for one scheduled event (Lambda and CLI alike)."""
     dry_run = scheduled.detail.dry_run
     return run_for_targets(
@@ -62,6 +64,7 @@ def run_scheduled_archive(runtime: Runtime, scheduled: ScheduledEvent) -> Archiv
         scheduled,
         lambda target: [archive_target(runtime, target.name, dry_run=dry_run)],
         result_type=ArchiveRunResult,
+        max_parallel=max_parallel,
         # A dry run changes nothing, so there is nothing to protect from a second delivery.
         idempotent=not dry_run,
     )

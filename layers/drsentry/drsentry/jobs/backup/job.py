@@ -54,7 +54,9 @@ class BackupRunResult(RunResult[BackupSummary]):
         return {**super().document(), "errors": errors}
 
 
-def run_scheduled_backup(runtime: Runtime, scheduled: ScheduledEvent) -> BackupRunResult:
+def run_scheduled_backup(
+    runtime: Runtime, scheduled: ScheduledEvent, *, max_parallel: int = 1
+) -> BackupRunResult:
     """The backup function's whole job for one scheduled event (Lambda and CLI alike)."""
     return run_for_targets(
         runtime,
@@ -62,4 +64,5 @@ def run_scheduled_backup(runtime: Runtime, scheduled: ScheduledEvent) -> BackupR
         scheduled,
         lambda target: [BackupSummary.of(backup_target(runtime, target.name))],
         result_type=BackupRunResult,
+        max_parallel=max_parallel,
     )

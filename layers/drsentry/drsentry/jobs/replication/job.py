@@ -40,7 +40,9 @@ class ReplicationCheckResult(RunResult[ReplicationReport]):
         return {**super().document(), "status": self.status}
 
 
-def run_scheduled_replication_check(runtime: Runtime, scheduled: ScheduledEvent) -> ReplicationCheckResult:
+def run_scheduled_replication_check(
+    runtime: Runtime, scheduled: ScheduledEvent, *, max_parallel: int = 1
+) -> ReplicationCheckResult:
     """The replication-check function's whole job for one scheduled event (Lambda and CLI)."""
 
     def no_replica(_target: TargetConfig) -> str | None:
@@ -53,5 +55,6 @@ def run_scheduled_replication_check(runtime: Runtime, scheduled: ScheduledEvent)
         scheduled,
         lambda target: [check_replication(runtime, target.name)],
         result_type=ReplicationCheckResult,
+        max_parallel=max_parallel,
         not_configured=no_replica,
     )

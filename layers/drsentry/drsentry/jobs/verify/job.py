@@ -69,7 +69,9 @@ def no_verify_section(target: TargetConfig) -> str | None:
     return None
 
 
-def run_scheduled_verify(runtime: Runtime, scheduled: ScheduledEvent) -> VerifyRunResult:
+def run_scheduled_verify(
+    runtime: Runtime, scheduled: ScheduledEvent, *, max_parallel: int = 1
+) -> VerifyRunResult:
     """The verify function's whole job for one scheduled event (Lambda and CLI alike)."""
     return run_for_targets(
         runtime,
@@ -77,5 +79,6 @@ def run_scheduled_verify(runtime: Runtime, scheduled: ScheduledEvent) -> VerifyR
         scheduled,
         lambda target: verify_target(runtime, target.name),
         result_type=VerifyRunResult,
+        max_parallel=max_parallel,
         not_configured=no_verify_section,
     )
