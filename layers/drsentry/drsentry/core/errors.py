@@ -115,3 +115,7 @@ class NotificationError(DrsentryError):
 
 class CatalogError(DrsentryError):
     """The DynamoDB catalog refused or failed an operation."""
+
+
+class SchedulerError(DrsentryError):
+    """The stack's schedule group could not be read or changed (EventBridge Scheduler refused)."""

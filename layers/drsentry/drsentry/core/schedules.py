@@ -14,7 +14,9 @@ checks them as Scheduler does, and a wrong one is a one-line config error naming
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -156,3 +158,49 @@ class SchedulesConfig(BaseModel):
 
     def default_for(self, job: Job) -> str:
         return str(getattr(self, job.replace("-", "_")))
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One schedule in the stack's group, as drsentry writes it and as the reconciler reads it back."""
+
+    name: str
+    expression: str
+    timezone: str
+    enabled: bool
+    function_arn: str
+    role_arn: str
+    # The EventBridge-shaped event the function receives (JSON); detail names the target.
+    input: str
+    dead_letter_arn: str | None = None
+    retry_attempts: int = 3
+    max_event_age_seconds: int = 3600
+    description: str = ""
+
+    def differences(self, other: ScheduleSpec) -> list[str]:
+        """The fields where `other` differs (the inputs compared as JSON, not as text)."""
+        changed = [
+            name
+            for name in (
+                "expression",
+                "timezone",
+                "enabled",
+                "function_arn",
+                "role_arn",
+                "dead_letter_arn",
+                "retry_attempts",
+                "max_event_age_seconds",
+                "description",
+            )
+            if getattr(self, name) != getattr(other, name)
+        ]
+        if _json_or_text(self.input) != _json_or_text(other.input):
+            changed.append("input")
+        return changed
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

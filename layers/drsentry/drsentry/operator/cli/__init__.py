@@ -6,7 +6,8 @@
 - listings.py: `status`, `backups list`, `verifications list`;
 - restore.py: `restore`;  drill.py: `drill`;  check.py: `check` (readiness);
 - runs.py: `run backup|verify|replication-check|archive`;
-- local.py: `local up|env|down`;  catalog.py: `catalog rebuild`;  storage.py: `storage restore-list`.
+- local.py: `local up|env|down`;  catalog.py: `catalog rebuild`;  storage.py: `storage restore-list`;
+- schedules.py: `schedules sync`.
 
 `main` is the console script (pyproject [project.scripts]).
 
@@ -29,6 +30,7 @@ from typer.exceptions import TyperException
 # isort: off
 from drsentry.operator.cli import listings, restore, drill, check  # noqa: F401
 from drsentry.operator.cli import runs, local, catalog, storage  # noqa: F401
+from drsentry.operator.cli import schedules  # noqa: F401
 
 # isort: on
 from drsentry.core.errors import Interrupted
