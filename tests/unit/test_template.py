@@ -27,6 +27,7 @@ from unittest import mock
 
 import boto3
 import pytest
+import yaml
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
 from moto import mock_aws
@@ -39,8 +40,17 @@ from drsentry.adapters.table import keys, schema
 from drsentry.core import observability
 from drsentry.core.config import parse_config
 from drsentry.core.events import parse_scheduled_event
+from drsentry.core.schedules import ScheduleSpec
 from drsentry.jobs.lambda_container import CONFIG_PARAM_ENV
 from drsentry.jobs.notify.topic import NO_TARGET
+from drsentry.jobs.schedules.rules import (
+    DEAD_LETTER_ENV,
+    FUNCTION_ENV,
+    GROUP_ENV,
+    ROLE_ENV,
+    Deployment,
+    desired_schedules,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -204,7 +214,9 @@ def test_the_template_transforms_offline_to_plain_cloudformation(cfn: Json) -> N
     types = {resource["Type"] for resource in cfn["Resources"].values()}
     assert not {t for t in types if t.startswith("AWS::Serverless::")}
     assert len(resources(cfn, "AWS::Lambda::Function")) == len(function_folders())
-    assert len(resources(cfn, "AWS::Scheduler::Schedule")) == len(function_folders()) - 1  # notify: SNS
+    # The schedules are synced from drsentry.yaml into the stack's group, not fixed in the template.
+    assert resources(cfn, "AWS::Scheduler::Schedule") == {}
+    assert len(resources(cfn, "AWS::Scheduler::ScheduleGroup")) == 1
 
 
 # Functions, schedules, layers ----------------------------------------------------------------
@@ -220,39 +232,137 @@ def test_every_function_folder_has_a_function_and_every_function_a_folder(sam: J
         assert f"def {function_name}(" in source, f"functions/{folder}/{module}.py has no {function_name}"
 
 
-@pytest.mark.parametrize("folder", sorted(function_folders() - {"notify"}))
-def test_each_scheduled_function_has_a_utc_schedule_with_retries_and_a_dead_letter_queue(
-    sam: Json, folder: str
+JOB_FOLDERS = sorted(function_folders() - {"notify", "schedules-sync"})
+
+
+def sync_environment(sam: Json) -> Json:
+    _, function = function_for(sam, "schedules-sync")
+    variables: Json = function["Properties"]["Environment"]["Variables"]
+    return variables
+
+
+def synced_schedules(sam: Json) -> list[ScheduleSpec]:
+    """What the schedules-sync function writes for the starter config's defaults (two targets,
+    one with a verify section, a replica): the template's parameters become `schedules:`."""
+    environment = sync_environment(sam)
+    for job, variable in FUNCTION_ENV.items():
+        name = environment[variable]["Fn::GetAtt"][0]
+        assert function_for(sam, job)[0] == name, f"{variable} is not the {job} function"
+    deployment = Deployment(
+        group="g",
+        role_arn=f"arn:aws:iam::{ACCOUNT}:role/scheduler",
+        function_arns={job: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{job}" for job in FUNCTION_ENV},
+        dead_letter_arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:dead-letters",
+    )
+    config = parse_config(
+        yaml.safe_dump(
+            {
+                "storage": {
+                    "bucket": "b",
+                    "region": REGION,
+                    "replica": {"bucket": "r", "region": "eu-west-1"},
+                },
+                "schedules": {
+                    "backup": default(sam, "BackupSchedule"),
+                    "verify": default(sam, "VerifySchedule"),
+                    "replication_check": default(sam, "ReplicationCheckSchedule"),
+                    "archive": default(sam, "ArchiveSchedule"),
+                    "timezone": default(sam, "ScheduleTimezone"),
+                },
+                "targets": [
+                    {
+                        "name": "app",
+                        "dsn": "postgresql://a@h/app",
+                        "verify": {"scratch_dsn": "postgresql://a@h/s"},
+                    },
+                    {"name": "crm", "dsn": "postgresql://a@h/crm"},
+                ],
+            }
+        )
+    )
+    return desired_schedules(config, deployment)
+
+
+def test_the_sync_function_points_schedules_at_the_job_functions_through_the_scheduler_role(
+    sam: Json,
 ) -> None:
+    environment = sync_environment(sam)
+    assert environment[GROUP_ENV] == {"Ref": "ScheduleGroup"}
+    assert environment[ROLE_ENV] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    assert environment[DEAD_LETTER_ENV] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+
+
+@pytest.mark.parametrize("folder", JOB_FOLDERS)
+def test_each_job_gets_utc_schedules_with_retries_and_a_dead_letter_queue(sam: Json, folder: str) -> None:
     _, function = function_for(sam, folder)
-    events = [e for e in function["Properties"]["Events"].values() if e["Type"] == "ScheduleV2"]
-    assert len(events) == 1, f"{folder}: expected one ScheduleV2 event"
-    schedule = events[0]["Properties"]
-    assert resolve(sam, schedule["ScheduleExpressionTimezone"]) == "UTC"
-    assert schedule["RetryPolicy"]["MaximumRetryAttempts"] >= 1
-    assert schedule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}}
-    assert resolve(sam, schedule["ScheduleExpression"]).startswith(("cron(", "rate("))
+    schedules = [s for s in synced_schedules(sam) if s.name.endswith(f".{folder}")]
+    assert schedules, f"{folder}: no schedule"
+    for schedule in schedules:
+        assert schedule.timezone == "UTC"
+        assert schedule.retry_attempts >= 1
+        assert schedule.dead_letter_arn == f"arn:aws:sqs:{REGION}:{ACCOUNT}:dead-letters"
+        assert schedule.expression.startswith(("cron(", "rate("))
     on_failure = function["Properties"]["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert on_failure["Destination"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 
 
-@pytest.mark.parametrize("folder", sorted(function_folders() - {"notify"}))
+@pytest.mark.parametrize("folder", JOB_FOLDERS)
 def test_schedule_input_is_the_eventbridge_event_the_code_parses(sam: Json, folder: str) -> None:
-    _, function = function_for(sam, folder)
-    schedule = next(e for e in function["Properties"]["Events"].values() if e["Type"] == "ScheduleV2")
-    text = schedule["Properties"]["Input"]["Fn::Sub"]
-    # What EventBridge Scheduler and CloudFormation put in place of the placeholders.
-    text = text.replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
-    text = text.replace("<aws.scheduler.execution-id>", "d9c3b1e2-0000-4000-8000-000000000001")
-    text = text.replace("<aws.scheduler.scheduled-time>", "2026-11-22T18:00:00Z")
-    text = text.replace("<aws.scheduler.schedule-arn>", f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/g/s")
-    assert "${" not in text and "<aws." not in text
+    for schedule in [s for s in synced_schedules(sam) if s.name.endswith(f".{folder}")]:
+        # What EventBridge Scheduler puts in place of the placeholders.
+        text = schedule.input.replace("<aws.scheduler.execution-id>", "d9c3b1e2-0000-4000-8000-000000000001")
+        text = text.replace("<aws.scheduler.scheduled-time>", "2026-11-22T18:00:00Z")
+        text = text.replace(
+            "<aws.scheduler.schedule-arn>", f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/g/s"
+        )
+        assert "<aws." not in text
 
-    event = parse_scheduled_event(json.loads(text))
+        event = parse_scheduled_event(json.loads(text))
 
-    assert event.id == "d9c3b1e2-0000-4000-8000-000000000001"  # the idempotency key
-    assert event.detail.target is None  # every target
-    assert event.detail.dry_run is False
+        assert event.id == "d9c3b1e2-0000-4000-8000-000000000001"  # the idempotency key
+        assert event.detail.target == schedule.name.split(".")[0]  # exactly this schedule's target
+        assert event.detail.dry_run is False
+        assert (event.account, event.region) == (ACCOUNT, REGION)
+
+
+def test_a_change_of_the_config_parameter_runs_the_sync(sam: Json) -> None:
+    _, function = function_for(sam, "schedules-sync")
+    (event,) = function["Properties"]["Events"].values()
+    assert event["Type"] == "EventBridgeRule"
+    pattern = event["Properties"]["Pattern"]
+    assert pattern["source"] == ["aws.ssm"]
+    assert pattern["detail-type"] == ["Parameter Store Change"]
+    assert pattern["detail"]["name"] == [{"Ref": "ConfigParameterName"}]
+
+
+def test_the_scheduler_role_may_only_invoke_the_job_functions_and_dead_letter(sam: Json, cfn: Json) -> None:
+    role = cfn["Resources"]["SchedulerRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    source = trust["Condition"]["StringEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":schedule-group/${ScheduleGroup}")
+    allowed = role_actions(cfn, "SchedulerRole")
+    assert set(allowed) == {"lambda:InvokeFunction", "sqs:SendMessage"}
+    invoked = {resource["Fn::GetAtt"][0] for resource in allowed["lambda:InvokeFunction"]}
+    assert invoked == {function_for(sam, folder)[0] for folder in JOB_FOLDERS}
+    assert allowed["sqs:SendMessage"] == [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}]
+
+
+def test_the_sync_function_may_change_only_its_groups_schedules_and_pass_only_the_scheduler_role(
+    sam: Json, cfn: Json
+) -> None:
+    name, _ = function_for(sam, "schedules-sync")
+    allowed = role_actions(cfn, f"{name}Role")
+    region_account = "${AWS::Region}:${AWS::AccountId}"
+    group_schedules = {
+        "Fn::Sub": f"arn:${{AWS::Partition}}:scheduler:{region_account}:schedule/${{ScheduleGroup}}/*"
+    }
+    for action in ("scheduler:GetSchedule", "scheduler:CreateSchedule", "scheduler:UpdateSchedule"):
+        assert allowed[action] == [group_schedules], action
+    assert allowed["scheduler:DeleteSchedule"] == [group_schedules]
+    assert allowed["iam:PassRole"] == [{"Fn::GetAtt": ["SchedulerRole", "Arn"]}]
+    assert allowed["scheduler:ListSchedules"] == ["*"]  # IAM gives ListSchedules no resource type
+    assert not {a for a in allowed if a.startswith(("s3:", "dynamodb:", "secretsmanager:", "lambda:"))}
 
 
 def test_notify_is_subscribed_to_the_alerts_topic(sam: Json) -> None:
@@ -428,6 +538,9 @@ def test_function_roles_name_their_resources(sam: Json, cfn: Json) -> None:
         role = cfn["Resources"][f"{name}Role"]["Properties"]
         for statement in walk(role["Policies"]):
             if isinstance(statement, dict) and statement.get("Effect") == "Allow":
+                # The one exception: IAM gives scheduler:ListSchedules no resource type to name.
+                if as_list(statement["Action"]) == ["scheduler:ListSchedules"]:
+                    continue
                 assert "*" not in as_list(statement["Resource"]), f"{name}: {statement}"
         managed = {arn.rsplit("/", 1)[-1] for arn in role["ManagedPolicyArns"]}
         assert managed <= {

@@ -34,9 +34,10 @@ def config_parameter() -> str:
     return name
 
 
-def read_config_text(name: str) -> str:
+def read_config_text(name: str, *, fresh: bool = False) -> str:
+    """The parameter's text, cached for CONFIG_CACHE_SECONDS unless `fresh`."""
     try:
-        return str(parameters.get_parameter(name, max_age=CONFIG_CACHE_SECONDS))
+        return str(parameters.get_parameter(name, max_age=CONFIG_CACHE_SECONDS, force_fetch=fresh))
     except GetParameterError as exc:
         raise ConfigError(f"cannot read SSM parameter {name!r}: {exc}") from exc
 
