@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 # Targets of one `run` at the same time, each in a thread (jobs.parallel). A target's run is
 # mostly waiting (on pg_dump, PostgreSQL, S3) with its CPU work in pg_dump and in zstd and
-# SHA-256, which release the GIL: 4 at once on two cores finished ten small backups in about
-# the time of 10 at once (infra/bench/parallel_targets.py) while loading the database servers
-# four sessions at a time, not ten.
+# SHA-256, which release the GIL. 4 bounds what one run asks of the database servers and S3 at
+# once. Ten small targets on a 2-core machine already saturated by other work
+# (infra/bench/parallel_targets.py): 4 at once 0.95x, 10 at once 0.84x the sequential time.
 DEFAULT_MAX_PARALLEL = 4
 MaxParallelOption = Annotated[
     int,
