@@ -4,8 +4,10 @@ left unchanged), each sending its function the event that runs only its target."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,13 @@ import yaml
 from cli_process import run_cli
 
 from drsentry.adapters.aws import AwsClients
-from drsentry.core.events import parse_scheduled_event
+from drsentry.core.events import parse_scheduled_event, scheduled_event
 from drsentry.jobs.schedules.rules import DEAD_LETTER_ENV, FUNCTION_ENV, GROUP_ENV, ROLE_ENV
 
 pytestmark = pytest.mark.e2e
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -188,3 +191,88 @@ def test_a_group_that_does_not_exist_is_one_line(make_config: Any, source_db: st
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith("error: cannot create schedule no-such-group/app.backup: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def load_handler(function: str) -> Any:
+    spec = importlib.util.spec_from_file_location(
+        f"handler_{function.replace('-', '_')}", ROOT / "functions" / function / "app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lambda_handler
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "drsentry-schedules-sync"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:drsentry-schedules-sync"
+    aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def parameter_changed(name: str) -> dict[str, Any]:
+    """What EventBridge delivers for a Parameter Store change (the rule's target input)."""
+    return {
+        "version": "0",
+        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": "Parameter Store Change",
+        "source": "aws.ssm",
+        "account": ACCOUNT,
+        "time": "2026-11-30T15:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"],
+        "detail": {"operation": "Update", "name": name, "type": "String"},
+    }
+
+
+def test_the_sync_function_follows_each_change_of_the_config_parameter(
+    make_config: Any, source_db: str, stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the config in its SSM parameter and the function's environment as the template sets it
+    path = two_targets(make_config, source_db)
+    ssm = AwsClients(REGION).ssm
+    name = f"/drsentry/config-{secrets.token_hex(4)}"
+    ssm.put_parameter(Name=name, Value=path.read_text(), Type="String")
+    monkeypatch.setenv("DRSENTRY_CONFIG_PARAM", name)
+    for variable, value in stack.items():
+        monkeypatch.setenv(variable, value)
+    handler = load_handler("schedules-sync")
+
+    # When the parameter is created, then changed to drop billing (a warm container both times)
+    first = handler(parameter_changed(name), FakeLambdaContext())
+    raw = yaml.safe_load(path.read_text())
+    raw["targets"] = raw["targets"][:1]
+    ssm.put_parameter(Name=name, Value=yaml.safe_dump(raw), Type="String", Overwrite=True)
+    second = handler(parameter_changed(name), FakeLambdaContext())
+
+    # Then the first sync created every schedule, and the second read the new text at once
+    assert len(first["create"]) == 7
+    assert second["delete"] == ["billing.archive", "billing.backup", "billing.replication-check"]
+    assert set(group_schedules(stack[GROUP_ENV])) == {
+        "app.backup",
+        "app.verify",
+        "app.replication-check",
+        "app.archive",
+    }
+
+
+def test_a_scheduled_event_naming_a_target_backs_up_only_that_target(
+    make_config: Any, source_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two targets in the config parameter
+    path = two_targets(make_config, source_db)
+    ssm = AwsClients(REGION).ssm
+    name = f"/drsentry/config-{secrets.token_hex(4)}"
+    ssm.put_parameter(Name=name, Value=path.read_text(), Type="String")
+    monkeypatch.setenv("DRSENTRY_CONFIG_PARAM", name)
+
+    # When billing's backup schedule fires
+    result = load_handler("backup")(scheduled_event("billing"), FakeLambdaContext())
+
+    # Then only billing ran
+    assert [backup["target"] for backup in result["backups"]] == ["billing"]
+    assert [outcome["target"] for outcome in result["outcomes"]] == ["billing"]

@@ -32,11 +32,12 @@ def sync_schedules(
     logger.info(
         "schedules synced",
         extra={
+            # Not "created": a logging.LogRecord attribute, which `extra` may not overwrite.
             "group": deployment.group,
-            "created": len(plan.create),
-            "updated": len(plan.update),
-            "deleted": len(plan.delete),
-            "unchanged": len(plan.unchanged),
+            "schedules_created": len(plan.create),
+            "schedules_updated": len(plan.update),
+            "schedules_deleted": len(plan.delete),
+            "schedules_unchanged": len(plan.unchanged),
         },
     )
     return plan
