@@ -115,3 +115,7 @@ class NotificationError(DrsentryError):
 
 class CatalogError(DrsentryError):
     """The DynamoDB catalog refused or failed an operation."""
+
+
+class HandOffFailed(DrsentryError):
+    """Step Functions refused or failed to start the Fargate run of a target."""
