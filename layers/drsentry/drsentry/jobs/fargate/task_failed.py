@@ -38,15 +38,30 @@ from drsentry.jobs.verify.rules import CHECK_RESTORE
 RECENT_RECORDS = 20
 
 
-class StoppedTask(BaseModel):
-    """The stopped task, as the state machine's ResultSelector keeps it."""
-
+class StoppedContainer(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     ExitCode: int | None = None
-    ContainerReason: str | None = None
+    # e.g. "OutOfMemoryError: Container killed due to memory usage"
+    Reason: str | None = None
+
+
+class DescribedTask(BaseModel):
+    """The stopped task as ecs:runTask.sync returns it (DescribeTasks, keys in PascalCase)."""
+
+    model_config = ConfigDict(extra="ignore")
+
     StopCode: str | None = None
     StoppedReason: str | None = None
+
+
+class StoppedTask(BaseModel):
+    """The state machine's RunTask result: its one container picked out, and the whole task."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    Container: StoppedContainer = StoppedContainer()
+    Task: DescribedTask = DescribedTask()
 
 
 class StepError(BaseModel):
@@ -77,10 +92,11 @@ class TaskFailure(BaseModel):
                 return "the Fargate run outran the state machine's timeout and was stopped"
             return f"the Fargate task failed: {self.error.Error}: {cause_line(self.error.Cause)}"
         task = self.task or StoppedTask()
-        stopped = "; ".join(part for part in (task.ContainerReason, task.StoppedReason) if part)
-        if task.ExitCode is None:
+        container = task.Container
+        stopped = "; ".join(part for part in (container.Reason, task.Task.StoppedReason) if part)
+        if container.ExitCode is None:
             return f"the Fargate task stopped before its container ran: {stopped or 'no reason given'}"
-        return f"the Fargate task exited {task.ExitCode}" + (f": {stopped}" if stopped else "")
+        return f"the Fargate task exited {container.ExitCode}" + (f": {stopped}" if stopped else "")
 
 
 def cause_line(cause: str | None) -> str:
