@@ -65,6 +65,8 @@ FULL_PARAMETERS = {
 }
 
 Json = dict[str, Any]
+# Functions no schedule invokes: notify (the alerts topic), task-failed (the Fargate state machine).
+UNSCHEDULED = {"notify", "task-failed"}
 
 
 # Loading and transforming ---------------------------------------------------------------
@@ -87,7 +89,7 @@ def translate(sam_template: Json) -> Json:
     fragment = copy.deepcopy(sam_template)
     for resource in fragment["Resources"].values():
         properties = resource.get("Properties", {})
-        for uri in ("CodeUri", "ContentUri"):
+        for uri in ("CodeUri", "ContentUri", "DefinitionUri"):
             if isinstance(properties.get(uri), str):
                 # `sam build` / `sam package` replace the local folder with an uploaded zip.
                 properties[uri] = {"Bucket": ARTIFACT_BUCKET, "Key": artifact_key(properties[uri])}
@@ -204,7 +206,7 @@ def test_the_template_transforms_offline_to_plain_cloudformation(cfn: Json) -> N
     types = {resource["Type"] for resource in cfn["Resources"].values()}
     assert not {t for t in types if t.startswith("AWS::Serverless::")}
     assert len(resources(cfn, "AWS::Lambda::Function")) == len(function_folders())
-    assert len(resources(cfn, "AWS::Scheduler::Schedule")) == len(function_folders()) - 1  # notify: SNS
+    assert len(resources(cfn, "AWS::Scheduler::Schedule")) == len(function_folders() - UNSCHEDULED)
 
 
 # Functions, schedules, layers ----------------------------------------------------------------
@@ -220,7 +222,7 @@ def test_every_function_folder_has_a_function_and_every_function_a_folder(sam: J
         assert f"def {function_name}(" in source, f"functions/{folder}/{module}.py has no {function_name}"
 
 
-@pytest.mark.parametrize("folder", sorted(function_folders() - {"notify"}))
+@pytest.mark.parametrize("folder", sorted(function_folders() - UNSCHEDULED))
 def test_each_scheduled_function_has_a_utc_schedule_with_retries_and_a_dead_letter_queue(
     sam: Json, folder: str
 ) -> None:
@@ -236,7 +238,7 @@ def test_each_scheduled_function_has_a_utc_schedule_with_retries_and_a_dead_lett
     assert on_failure["Destination"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 
 
-@pytest.mark.parametrize("folder", sorted(function_folders() - {"notify"}))
+@pytest.mark.parametrize("folder", sorted(function_folders() - UNSCHEDULED))
 def test_schedule_input_is_the_eventbridge_event_the_code_parses(sam: Json, folder: str) -> None:
     _, function = function_for(sam, folder)
     schedule = next(e for e in function["Properties"]["Events"].values() if e["Type"] == "ScheduleV2")
