@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from test_template import (  # noqa: F401 (module fixtures)
+import pytest
+from test_template import TEMPLATE, Json, as_list, load, role_actions, translate, walk
     Json,
     as_list,
     cfn,
@@ -27,6 +28,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "infra" / "statemachine" / "run_task.asl.json"
 # Only what the Lambda needs to hand a target to Fargate; a task never starts another task.
 HAND_OFF_SID = "StartFargateRuns"
+
+
+@pytest.fixture(scope="module")
+def sam() -> Json:
+    return load(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: Json) -> Json:
+    return translate(sam)
 
 
 def statements(policies: Any) -> list[Any]:
