@@ -12,14 +12,6 @@ from typing import Any
 
 import pytest
 from test_template import TEMPLATE, Json, as_list, load, role_actions, translate, walk
-    Json,
-    as_list,
-    cfn,
-    resources,
-    role_actions,
-    sam,
-    walk,
-)
 
 from drsentry.jobs.fargate.task import REASON_ENV, RUN_ID_ENV
 from drsentry.jobs.lambda_container import CONFIG_PARAM_ENV, STATE_MACHINE_ENV
@@ -136,4 +128,3 @@ def test_backup_and_verify_functions_know_the_state_machine_only_in_a_vpc(sam: J
         ]
         assert [as_list(s["Action"]) for s in start] == [["states:StartExecution"]]
         assert start[0]["Resource"] == {"Ref": "RunTaskStateMachine"}
-
