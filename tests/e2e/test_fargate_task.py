@@ -107,8 +107,9 @@ def test_the_backup_task_writes_a_completed_record_with_its_run_id_and_runner(
 ) -> None:
     config, parameter = stack_config(source_db)
     run_id = secrets.token_hex(16)
+    reason = "auto: the newest dump is 2.5 GB, over 2 GB"
     environment = task_environment("BackupTaskDefinition", parameter)
-    environment.update(overrides(run_id, "auto: the newest dump is 2.5 GB, over 2 GB"))
+    environment.update(overrides(run_id, reason))
 
     finished = run_task("backup", "app", environment)
 
@@ -120,7 +121,7 @@ def test_the_backup_task_writes_a_completed_record_with_its_run_id_and_runner(
     [record] = runtime.catalog.list_backups("app")
     assert (record.backup_id, record.run_id) == (backup["backup_id"], run_id)
     assert record.runner is not None
-    assert (record.runner.name, record.runner.reason) == ("fargate", "auto: the newest dump is 2.5 GB, over 2 GB")
+    assert (record.runner.name, record.runner.reason) == ("fargate", reason)
     stored = runtime.clients.s3().head_object(Bucket=record.bucket, Key=record.key)
     assert stored["ContentLength"] == record.size_bytes
 
