@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint unit integration e2e demo bench clean
+.PHONY: venv test lint unit integration e2e demo bench image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/cfn-lint template.yaml infra/replica.yaml
+	$(BIN)/hadolint infra/Dockerfile
 
 test: venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -40,6 +41,11 @@ demo: venv
 
 bench: venv
 	$(BIN)/python infra/bench/run.py $(BENCH_ARGS)
+
+# The Fargate task image (needs a Docker daemon); README "Running on Fargate" pushes it to ECR.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	docker build -f infra/Dockerfile -t drsentry:$(VERSION) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

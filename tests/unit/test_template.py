@@ -75,6 +75,7 @@ FULL_PARAMETERS = {
 }
 
 Json = dict[str, Any]
+# Functions no schedule invokes: notify (the alerts topic), task-failed (the Fargate state machine).
 
 
 # Loading and transforming ---------------------------------------------------------------
@@ -97,7 +98,7 @@ def translate(sam_template: Json) -> Json:
     fragment = copy.deepcopy(sam_template)
     for resource in fragment["Resources"].values():
         properties = resource.get("Properties", {})
-        for uri in ("CodeUri", "ContentUri"):
+        for uri in ("CodeUri", "ContentUri", "DefinitionUri"):
             if isinstance(properties.get(uri), str):
                 # `sam build` / `sam package` replace the local folder with an uploaded zip.
                 properties[uri] = {"Bucket": ARTIFACT_BUCKET, "Key": artifact_key(properties[uri])}
@@ -232,7 +233,7 @@ def test_every_function_folder_has_a_function_and_every_function_a_folder(sam: J
         assert f"def {function_name}(" in source, f"functions/{folder}/{module}.py has no {function_name}"
 
 
-JOB_FOLDERS = sorted(function_folders() - {"notify", "schedules-sync"})
+JOB_FOLDERS = sorted(function_folders() - {"notify", "schedules-sync", "task-failed"})
 
 
 def sync_environment(sam: Json) -> Json:

@@ -324,6 +324,10 @@ def test_record_has_exactly_the_contract_fields() -> None:
         "restore_seconds",
         "checks",
         "error_details",
+        # Where it ran and why (lambda | fargate), and the run that wrote it (the Fargate failure
+        # step looks a run's record up by it).
+        "runner",
+        "run_id",
     }
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_ssm import SSMClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 MAX_ATTEMPTS = 5
 
@@ -78,6 +79,10 @@ class AwsClients:
     @cached_property
     def ssm(self) -> SSMClient:
         return self._session.client("ssm", config=self._config())
+
+    @cached_property
+    def stepfunctions(self) -> SFNClient:
+        return self._session.client("stepfunctions", config=self._config())
 
     def client(self, service: str) -> Any:
         """Any other service (sqs, cloudwatch, ...) with the same retry settings."""

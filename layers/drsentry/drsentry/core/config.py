@@ -246,6 +246,9 @@ class TargetConfig(_Strict):
     verify: VerifyConfig | None = None
     storage: list[BucketConfig] = Field(default_factory=list)
     smoke: list[SmokeCheck] = Field(default_factory=list)
+    # Where backup and verify run: Lambda, an ECS Fargate task, or `auto` (Lambda until the
+    # previous run or dump says Lambda's 15 minutes are getting tight; jobs/fargate/rules.py).
+    runner: Literal["lambda", "fargate", "auto"] = "auto"
 
     @field_validator("name")
     @classmethod

@@ -119,3 +119,7 @@ class CatalogError(DrsentryError):
 
 class SchedulerError(DrsentryError):
     """The stack's schedule group could not be read or changed (EventBridge Scheduler refused)."""
+
+
+class HandOffFailed(DrsentryError):
+    """Step Functions refused or failed to start the Fargate run of a target."""

@@ -183,6 +183,21 @@ class ClusterGlobals(BaseModel):
     roles: list[str] = Field(default_factory=list)
 
 
+# runner sub-document
+# `BackupRecord.runner` / `VerificationRecord.runner`: where the run ran and why (CONTRACT "Records").
+
+RunnerName = Literal["lambda", "fargate"]
+
+
+class RunnerUsed(BaseModel):
+    """Which runner ran a backup or verification, and why it was chosen (jobs/fargate/rules.py)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: RunnerName
+    reason: str
+
+
 class BackupRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -217,6 +232,8 @@ class BackupRecord(BaseModel):
     expire_reason: str | None = None
     error: str | None = None
     run_id: str | None = None
+    # None for runs outside AWS (a laptop's `drsentry run`) and before runners were recorded.
+    runner: RunnerUsed | None = None
 
     @property
     def started(self) -> datetime:
@@ -276,6 +293,8 @@ class VerificationRecord(BaseModel):
     restore_seconds: float | None = None
     checks: list[Check] = Field(default_factory=list)
     error_details: str | None = None
+    runner: RunnerUsed | None = None
+    run_id: str | None = None
 
     @property
     def failed_checks(self) -> list[Check]:

@@ -21,9 +21,11 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 
 from drsentry.core.config import parse_config
 from drsentry.core.errors import ConfigError
-from drsentry.jobs.runtime import Runtime, build_runtime
+from drsentry.jobs.runtime import FargateHandOff, Runtime, build_runtime
 
 CONFIG_PARAM_ENV = "DRSENTRY_CONFIG_PARAM"
+# Set on the backup and verify functions: the state machine that runs a target on Fargate.
+STATE_MACHINE_ENV = "DRSENTRY_STATE_MACHINE_ARN"
 CONFIG_CACHE_SECONDS = 300
 
 
@@ -56,4 +58,10 @@ class LambdaContainer:
         if self._shared is None or text != self._config_text:
             self._shared = build_runtime(parse_config(text, source=f"ssm:{name}"))
             self._config_text = text
-        return self._shared.for_invocation(context)
+        runtime = self._shared.for_invocation(context)
+        state_machine_arn = os.environ.get(STATE_MACHINE_ENV)
+        if state_machine_arn and context is not None:
+            # At the start of the invocation the time left is the function's timeout.
+            timeout_seconds = context.get_remaining_time_in_millis() / 1000
+            runtime.fargate = FargateHandOff(state_machine_arn, timeout_seconds)
+        return runtime

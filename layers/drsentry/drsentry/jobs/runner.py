@@ -47,7 +47,8 @@ from drsentry.jobs.runtime import Runtime
 RecordT = TypeVar("RecordT", bound=BaseModel)
 ResultT = TypeVar("ResultT", bound="RunResult[Any]")
 
-TargetState = Literal["ran", "skipped", "not_run", "not_configured"]
+# `handed_off`: sent to the Fargate state machine (the reason is the execution ARN).
+TargetState = Literal["ran", "skipped", "not_run", "not_configured", "handed_off"]
 
 
 class TargetOutcome(BaseModel):
@@ -117,12 +118,15 @@ def run_for_targets(
     not_configured: Callable[[TargetConfig], str | None] = always_configured,
     idempotent: bool = True,
     max_parallel: int = 1,
+    hand_off: Callable[[TargetConfig], str | None] | None = None,
 ) -> ResultT:
     """Run `run_target` for every selected target under the one failure rule (module docstring).
 
     `not_configured(target)` returns why the job does not apply to a target, or None.
     `idempotent=False` only for a run that changes nothing (a dry run). `max_parallel` targets
     run at once (jobs.parallel); 1, a Lambda's, runs them one after another.
+    `hand_off(target)` runs the target elsewhere (Fargate) and returns where, or None to run it here;
+    its failures fall under the same rule as the run's.
     """
     named = scheduled.detail.target
     targets = runtime.config.selected_targets(named)  # UnknownTarget for a name not in the config
@@ -135,6 +139,9 @@ def run_for_targets(
             logger.info(f"{job} not configured", extra={"target": target.name, "reason": reason})
             return TargetOutcome(target=target.name, outcome="not_configured", reason=reason), []
         try:
+            handed_to = hand_off(target) if hand_off and not scheduled.detail.dry_run else None
+            if handed_to is not None:
+                return TargetOutcome(target=target.name, outcome="handed_off", reason=handed_to), []
             produced = run_target(target)
         except BadInput:
             raise

@@ -22,8 +22,16 @@ from drsentry.adapters.table import Catalog
 from drsentry.core.config import Config
 from drsentry.core.deadlines import Remaining, lambda_deadline, no_deadline
 from drsentry.core.progress import NO_PROGRESS, Progress
-from drsentry.core.records import RunNotice, utc_now
+from drsentry.core.records import RunnerUsed, RunNotice, utc_now
 from drsentry.jobs.notify.notifier import Notifier as SnsSlackNotifier
+
+
+@dataclass(frozen=True)
+class FargateHandOff:
+    """What a Lambda needs to hand a target to Fargate instead of running it."""
+
+    state_machine_arn: str
+    function_timeout_seconds: float
 
 
 class Notifier(Protocol):
@@ -46,6 +54,11 @@ class Runtime:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # How far long work got (bytes dumped or restored, the phase); the CLI draws it in a terminal.
     progress: Progress = NO_PROGRESS
+    # Where this run runs and why (the records' `runner`); None outside AWS.
+    runner: RunnerUsed | None = None
+    # Set in a Lambda of a stack with Fargate: the state machine that runs a target as an ECS
+    # task, and the function's whole timeout (jobs/fargate/placement.py).
+    fargate: FargateHandOff | None = None
 
     def for_invocation(self, lambda_context: Any = None) -> Runtime:
         """This runtime's shared services (clients, secrets cache, notifier) for one more run:

@@ -11,6 +11,7 @@ from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import BackupRecord
 from drsentry.jobs.backup.rules import notice_for
 from drsentry.jobs.backup.run import BackupRun
+from drsentry.jobs.fargate.placement import Placement
 from drsentry.jobs.replication.copy import replicate_backup
 from drsentry.jobs.runner import RunResult, run_for_targets
 from drsentry.jobs.runtime import Runtime
@@ -58,11 +59,13 @@ def run_scheduled_backup(
     runtime: Runtime, scheduled: ScheduledEvent, *, max_parallel: int = 1
 ) -> BackupRunResult:
     """The backup function's whole job for one scheduled event (Lambda and CLI alike)."""
+    placement = Placement(runtime, "backup")
     return run_for_targets(
         runtime,
         "backup",
         scheduled,
-        lambda target: [BackupSummary.of(backup_target(runtime, target.name))],
+        lambda target: [BackupSummary.of(backup_target(placement.runtime_for(target), target.name))],
         result_type=BackupRunResult,
         max_parallel=max_parallel,
+        hand_off=placement.hand_off,
     )

@@ -126,6 +126,7 @@ class BackupRun:
             key=self.key,
             manifest_key=self.manifest_key,
             run_id=self.runtime.run_id,
+            runner=self.runtime.runner,
             **fields,
         )
 

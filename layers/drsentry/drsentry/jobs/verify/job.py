@@ -10,6 +10,7 @@ from drsentry.core.config import TargetConfig
 from drsentry.core.errors import BadInput
 from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import BackupRecord, VerificationRecord
+from drsentry.jobs.fargate.placement import Placement
 from drsentry.jobs.runner import run_for_targets
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.report import VerifyRunResult, emit_rpo_signal, notice_for
@@ -73,12 +74,14 @@ def run_scheduled_verify(
     runtime: Runtime, scheduled: ScheduledEvent, *, max_parallel: int = 1
 ) -> VerifyRunResult:
     """The verify function's whole job for one scheduled event (Lambda and CLI alike)."""
+    placement = Placement(runtime, "verify")
     return run_for_targets(
         runtime,
         "verify",
         scheduled,
-        lambda target: verify_target(runtime, target.name),
+        lambda target: verify_target(placement.runtime_for(target), target.name),
         result_type=VerifyRunResult,
         max_parallel=max_parallel,
         not_configured=no_verify_section,
+        hand_off=placement.hand_off,
     )

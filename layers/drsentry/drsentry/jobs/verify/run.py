@@ -116,7 +116,7 @@ class VerificationRun:
             self.checks.finish(self.skip_reason),
             restore_seconds=self.restore_seconds,
             run_error=self.run_error,
-        )
+        ).model_copy(update={"runner": self.runtime.runner, "run_id": self.runtime.run_id})
         # Metrics first, and a log that cannot be written does not swallow the finding:
         # the run notice still carries it.
         emit_metrics(record)

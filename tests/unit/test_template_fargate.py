@@ -1,0 +1,130 @@
+"""template.yaml's Fargate part: the task roles hold what the function roles hold and no more,
+the state machine's role may run exactly the two task definitions, the definition's
+placeholders are the template's substitutions, and the task definitions are what the code
+and the state machine expect."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_template import TEMPLATE, Json, as_list, load, role_actions, translate, walk
+
+from drsentry.jobs.fargate.task import REASON_ENV, RUN_ID_ENV
+from drsentry.jobs.lambda_container import CONFIG_PARAM_ENV, STATE_MACHINE_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFINITION = ROOT / "infra" / "statemachine" / "run_task.asl.json"
+# Only what the Lambda needs to hand a target to Fargate; a task never starts another task.
+HAND_OFF_SID = "StartFargateRuns"
+
+
+@pytest.fixture(scope="module")
+def sam() -> Json:
+    return load(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: Json) -> Json:
+    return translate(sam)
+
+
+def statements(policies: Any) -> list[Any]:
+    found = []
+    for node in walk(policies):
+        if isinstance(node, dict) and "Statement" in node and isinstance(node["Statement"], list):
+            found.extend(node["Statement"])
+    return found
+
+
+def function_statements(sam: Json, function: str) -> list[Any]:
+    kept = []
+    for statement in statements(sam["Resources"][function]["Properties"]["Policies"]):
+        sids = {node.get("Sid") for node in walk(statement) if isinstance(node, dict)}
+        if HAND_OFF_SID not in sids:
+            kept.append(statement)
+    return kept
+
+
+def test_each_task_role_holds_exactly_its_function_roles_statements(sam: Json) -> None:
+    for task_role, function in (("BackupTaskRole", "BackupFunction"), ("VerifyTaskRole", "VerifyFunction")):
+        task = statements(sam["Resources"][task_role]["Properties"]["Policies"])
+        assert task == function_statements(sam, function), task_role
+
+
+def test_task_roles_allow_no_wildcard_action_and_name_every_resource(cfn: Json) -> None:
+    for role in ("BackupTaskRole", "VerifyTaskRole"):
+        allowed = role_actions(cfn, role)
+        assert allowed, role
+        assert not [action for action in allowed if "*" in action], role
+        for action, resources_of in allowed.items():
+            assert "*" not in resources_of, f"{role}: {action} on *"
+        trust = cfn["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in trust] == [{"Service": "ecs-tasks.amazonaws.com"}]
+
+
+def test_only_the_ecr_login_is_allowed_on_any_resource(cfn: Json) -> None:
+    allowed = role_actions(cfn, "TaskExecutionRole")
+    on_anything = {action for action, where in allowed.items() if "*" in where}
+    assert on_anything == {"ecr:GetAuthorizationToken"}
+
+
+def test_the_state_machine_may_run_the_two_task_definitions_and_pass_only_their_roles(cfn: Json) -> None:
+    allowed = role_actions(cfn, "RunTaskStateMachineRole")
+    assert allowed["ecs:RunTask"] == [{"Ref": "BackupTaskDefinition"}, {"Ref": "VerifyTaskDefinition"}]
+    assert allowed["iam:PassRole"] == [
+        {"Fn::GetAtt": [role, "Arn"]} for role in ("TaskExecutionRole", "BackupTaskRole", "VerifyTaskRole")
+    ]
+    assert allowed["lambda:InvokeFunction"][0] == {"Fn::GetAtt": ["TaskFailedFunction", "Arn"]}
+    assert set(allowed) == {
+        "ecs:RunTask",
+        "ecs:DescribeTasks",
+        "ecs:StopTask",
+        "iam:PassRole",
+        "events:PutTargets",
+        "events:PutRule",
+        "events:DescribeRule",
+        "lambda:InvokeFunction",
+    }
+
+
+def test_the_definitions_placeholders_are_the_templates_substitutions(sam: Json) -> None:
+    machine = sam["Resources"]["RunTaskStateMachine"]
+    placeholders = set(re.findall(r"\$\{(\w+)\}", DEFINITION.read_text()))
+    assert placeholders == set(machine["Properties"]["DefinitionSubstitutions"])
+    assert machine["Properties"]["DefinitionUri"] == "infra/statemachine/run_task.asl.json"
+    assert machine["Condition"] == "InVpc"  # awsvpc tasks need the functions' subnets
+
+
+def test_the_tasks_run_the_container_the_state_machine_overrides_with_the_config_parameter(
+    sam: Json,
+) -> None:
+    definition = json.loads(DEFINITION.read_text())
+    override = definition["States"]["RunTask"]["Parameters"]["Overrides"]["ContainerOverrides"][0]
+    assert {variable["Name"] for variable in override["Environment"]} == {RUN_ID_ENV, REASON_ENV}
+    for name in ("BackupTaskDefinition", "VerifyTaskDefinition"):
+        task = sam["Resources"][name]["Properties"]
+        assert (task["RequiresCompatibilities"], task["NetworkMode"]) == (["FARGATE"], "awsvpc")
+        assert task["EphemeralStorage"] == {"SizeInGiB": {"Ref": "TaskEphemeralStorageGiB"}}
+        (container,) = task["ContainerDefinitions"]
+        assert container["Name"] == override["Name"]
+        environment = {variable["Name"]: variable["Value"] for variable in container["Environment"]}
+        assert environment[CONFIG_PARAM_ENV] == {"Ref": "ConfigParameterName"}
+    storage = sam["Parameters"]["TaskEphemeralStorageGiB"]
+    assert (storage["MinValue"], storage["MaxValue"]) == (21, 200)
+
+
+def test_backup_and_verify_functions_know_the_state_machine_only_in_a_vpc(sam: Json) -> None:
+    for function in ("BackupFunction", "VerifyFunction"):
+        variables = sam["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables[STATE_MACHINE_ENV] == {"Fn::If": ["InVpc", {"Ref": "RunTaskStateMachine"}, ""]}
+        start = [
+            node
+            for node in walk(sam["Resources"][function]["Properties"]["Policies"])
+            if isinstance(node, dict) and node.get("Sid") == HAND_OFF_SID
+        ]
+        assert [as_list(s["Action"]) for s in start] == [["states:StartExecution"]]
+        assert start[0]["Resource"] == {"Ref": "RunTaskStateMachine"}
