@@ -134,6 +134,8 @@ class Assertion(_Strict):
     name: str = Field(min_length=1)
     sql: str = Field(min_length=1)
     severity: Literal["critical", "warning"] = "critical"
+    # A target of several databases: the one it runs in (unset: the first of the backup).
+    database: str | None = None
 
 
 class VerifyConfig(_Strict):
@@ -233,10 +235,35 @@ class SmokeCheck(_Strict):
         return list(self.expect_status) if isinstance(self.expect_status, list) else [self.expect_status]
 
 
+# PostgreSQL truncates longer names: a configured name must be one the server can have.
+DATABASE_NAME_MAX_BYTES = 63
+
+
+def check_databases(value: Any) -> Any:
+    """`databases`: a non-empty list of distinct database names, or `all`."""
+    if value is None or value == "all":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"expected a list of database names or 'all', got {value!r}")
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a non-empty list of database names or 'all'")
+    for name in value:
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise ValueError(f"{name!r} is not a database name")
+        if len(name.encode()) > DATABASE_NAME_MAX_BYTES:
+            raise ValueError(f"database name {name!r} is longer than {DATABASE_NAME_MAX_BYTES} bytes")
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"database {repeated[0]!r} is listed twice")
+    return value
+
+
 class TargetConfig(_Strict):
     name: str
     dsn_secret: str | None = None
     dsn: str | None = None
+    # Several databases of the DSN's server, or `all` it may connect to (None: the DSN's database).
+    databases: Annotated[list[str] | Literal["all"] | None, BeforeValidator(check_databases)] = None
     schedule: str = "cron(0 * * * ? *)"
     verify: VerifyConfig | None = None
     storage: list[BucketConfig] = Field(default_factory=list)
