@@ -281,6 +281,17 @@ class TargetConfig(_Strict):
     def _check(self) -> TargetConfig:
         if bool(self.dsn_secret) == bool(self.dsn):
             raise ValueError("set exactly one of dsn_secret or dsn")
+        for assertion in self.verify.assertions if self.verify else []:
+            if assertion.database is None:
+                continue
+            if self.databases is None:
+                raise ValueError(
+                    f"assertion {assertion.name!r}: database applies only to a target with databases"
+                )
+            if self.databases != "all" and assertion.database not in self.databases:
+                raise ValueError(
+                    f"assertion {assertion.name!r}: database {assertion.database!r} is not in databases"
+                )
         # One manifest per bucket and backup, named after the bucket: a bucket is listed once.
         buckets = [entry.bucket for entry in self.storage]
         repeated = sorted({bucket for bucket in buckets if buckets.count(bucket) > 1})
