@@ -79,7 +79,9 @@ def dump_databases(
             try:
                 outcome = dump.run(make_conninfo(dsn, dbname=name))
             except DrsentryError as exc:
-                raise BackupFailed(f"database {name!r}: {exc}") from exc
+                # One line: the server's DETAIL (e.g. "User does not have CONNECT privilege.") included.
+                reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                raise BackupFailed(f"database {name!r}: {reason}") from exc
             dumped.append(DumpedDatabase(name, key, manifest_key, outcome))
             logger.info(
                 "database dumped",
