@@ -68,13 +68,14 @@ def dump_databases(
     on_planned: Callable[[str], None],
 ) -> list[DumpedDatabase]:
     """Dump each database in `names` in turn; BackupFailed naming the database that failed,
-    after removing every dump already stored. `on_planned` hears each key before its upload
-    starts (an interrupted run removes them)."""
+    after removing every dump already stored. `on_planned` hears each database's dump and
+    manifest keys before its upload starts (an interrupted run removes them)."""
     dumped: list[DumpedDatabase] = []
     try:
         for index, name in enumerate(names):
             key, manifest_key = keys(name)
             on_planned(key)
+            on_planned(manifest_key)
             dump = make_dump(key, index == 0)
             try:
                 outcome = dump.run(make_conninfo(dsn, dbname=name))
