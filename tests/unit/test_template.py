@@ -75,7 +75,6 @@ FULL_PARAMETERS = {
 }
 
 Json = dict[str, Any]
-# Functions no schedule invokes: notify (the alerts topic), task-failed (the Fargate state machine).
 
 
 # Loading and transforming ---------------------------------------------------------------
@@ -233,6 +232,8 @@ def test_every_function_folder_has_a_function_and_every_function_a_folder(sam: J
         assert f"def {function_name}(" in source, f"functions/{folder}/{module}.py has no {function_name}"
 
 
+# Functions no schedule invokes: notify (the alerts topic), schedules-sync (config changes),
+# task-failed (the Fargate state machine).
 JOB_FOLDERS = sorted(function_folders() - {"notify", "schedules-sync", "task-failed"})
 
 

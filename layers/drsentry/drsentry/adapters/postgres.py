@@ -207,6 +207,20 @@ class Session:
 
     # databases on the server -----------------------------------------------------------------
 
+    def connectable_databases(self) -> list[str]:
+        """Every database of the server this session's user may back up: not a template, open to
+        connections, and CONNECT granted to the user (by name, sorted)."""
+        with self._translated():
+            rows = self._conn.execute(
+                """
+                select datname from pg_database
+                where not datistemplate and datallowconn
+                  and has_database_privilege(datname, 'CONNECT')
+                order by datname
+                """
+            ).fetchall()
+        return [str(name) for (name,) in rows]
+
     def databases_starting_with(self, prefix: str) -> list[ServerDatabase]:
         pattern = re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
         with self._translated():

@@ -135,6 +135,8 @@ class Assertion(_Strict):
     name: str = Field(min_length=1)
     sql: str = Field(min_length=1)
     severity: Literal["critical", "warning"] = "critical"
+    # A target of several databases: the one it runs in (unset: the first of the backup).
+    database: str | None = None
 
 
 class VerifyConfig(_Strict):
@@ -234,10 +236,35 @@ class SmokeCheck(_Strict):
         return list(self.expect_status) if isinstance(self.expect_status, list) else [self.expect_status]
 
 
+# PostgreSQL truncates longer names: a configured name must be one the server can have.
+DATABASE_NAME_MAX_BYTES = 63
+
+
+def check_databases(value: Any) -> Any:
+    """`databases`: a non-empty list of distinct database names, or `all`."""
+    if value is None or value == "all":
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"expected a list of database names or 'all', got {value!r}")
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a non-empty list of database names or 'all'")
+    for name in value:
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise ValueError(f"{name!r} is not a database name")
+        if len(name.encode()) > DATABASE_NAME_MAX_BYTES:
+            raise ValueError(f"database name {name!r} is longer than {DATABASE_NAME_MAX_BYTES} bytes")
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        raise ValueError(f"database {repeated[0]!r} is listed twice")
+    return value
+
+
 class TargetConfig(_Strict):
     name: str
     dsn_secret: str | None = None
     dsn: str | None = None
+    # Several databases of the DSN's server, or `all` it may connect to (None: the DSN's database).
+    databases: Annotated[list[str] | Literal["all"] | None, BeforeValidator(check_databases)] = None
     # Unset: the stack's (`schedules:`). Each becomes one EventBridge Scheduler schedule.
     schedule: ScheduleExpression | None = None
     verify_schedule: ScheduleExpression | None = None
@@ -262,6 +289,17 @@ class TargetConfig(_Strict):
     def _check(self) -> TargetConfig:
         if bool(self.dsn_secret) == bool(self.dsn):
             raise ValueError("set exactly one of dsn_secret or dsn")
+        for assertion in self.verify.assertions if self.verify else []:
+            if assertion.database is None:
+                continue
+            if self.databases is None:
+                raise ValueError(
+                    f"assertion {assertion.name!r}: database applies only to a target with databases"
+                )
+            if self.databases != "all" and assertion.database not in self.databases:
+                raise ValueError(
+                    f"assertion {assertion.name!r}: database {assertion.database!r} is not in databases"
+                )
         # One manifest per bucket and backup, named after the bucket: a bucket is listed once.
         buckets = [entry.bucket for entry in self.storage]
         repeated = sorted({bucket for bucket in buckets if buckets.count(bucket) > 1})

@@ -198,6 +198,42 @@ class RunnerUsed(BaseModel):
     reason: str
 
 
+# databases sub-document
+# `BackupRecord.databases`: a target of several databases (config `databases`) has one dump and
+# one manifest per database under the backup's key prefix; the top-level fields then describe
+# the backup as a whole (`size_bytes` the sum, `key` the first database's dump, no `sha256`).
+
+
+class DatabaseBackup(BaseModel):
+    """One database of a backup of several: its dump, its manifest, what its snapshot held."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    key: str
+    manifest_key: str
+    sha256: str
+    size_bytes: int
+    pg_server_version: str | None = None
+    pg_dump_version: str | None = None
+    database_size_bytes: int | None = None
+    schema_fingerprint: str | None = None
+    tables: dict[str, int] = Field(default_factory=dict)
+
+
+class BackupObject(BaseModel):
+    """One stored object of a backup with a checksum: a dump or the roles object."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    sha256: str | None
+    size_bytes: int | None
+    # The database whose dump this is (None: the roles object, or a single-database backup).
+    database: str | None = None
+    kind: Literal["dump", "globals"] = "dump"
+
+
 class BackupRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -235,9 +271,79 @@ class BackupRecord(BaseModel):
     # None for runs outside AWS (a laptop's `drsentry run`) and before runners were recorded.
     runner: RunnerUsed | None = None
 
+    # Set only for a target of several databases (in the order they were dumped); a
+    # single-database record has no such field at all, so its documents read as they always did.
+    databases: list[DatabaseBackup] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_databases(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        fields: dict[str, Any] = handler(self)
+        if fields.get("databases", ...) is None:
+            del fields["databases"]
+        return fields
+
     @property
     def started(self) -> datetime:
         return parse_iso(self.started_at)
+
+    @property
+    def database_names(self) -> list[str]:
+        """The databases of a backup of several; [] for a single-database backup."""
+        return [database.name for database in self.databases or []]
+
+    def objects(self) -> list[BackupObject]:
+        """Every stored object of the backup with its checksum: each dump, then the roles object."""
+        if self.databases:
+            stored = [
+                BackupObject(key=db.key, sha256=db.sha256, size_bytes=db.size_bytes, database=db.name)
+                for db in self.databases
+            ]
+        else:
+            stored = [BackupObject(key=self.key, sha256=self.sha256, size_bytes=self.size_bytes)]
+        if self.globals is not None:
+            stored.append(
+                BackupObject(
+                    key=self.globals.key,
+                    sha256=self.globals.sha256,
+                    size_bytes=self.globals.size_bytes,
+                    kind="globals",
+                )
+            )
+        return stored
+
+    def manifest_keys(self) -> list[str]:
+        """Each database's manifest, then the backup's own (what `catalog rebuild` reads) last."""
+        return [database.manifest_key for database in self.databases or []] + [self.manifest_key]
+
+    def all_keys(self) -> list[str]:
+        """Every key the backup stored: its objects, then its manifests (the backup's own last)."""
+        return [stored.key for stored in self.objects()] + self.manifest_keys()
+
+    def database_views(self) -> list[BackupRecord]:
+        """The backup as one record per database, each shaped like a single-database backup
+        (its dump, manifest, checksum, tables); [self] for a single-database backup."""
+        return [self.for_database(name) for name in self.database_names] or [self]
+
+    def for_database(self, name: str) -> BackupRecord:
+        """The backup of database `name` shaped like a single-database backup record."""
+        database = next((db for db in self.databases or [] if db.name == name), None)
+        if database is None:
+            known = ", ".join(self.database_names) or "none (a single-database backup)"
+            raise BackupNotFound(f"backup {self.backup_id} has no database {name!r} (it has: {known})")
+        return self.model_copy(
+            update={
+                "key": database.key,
+                "manifest_key": database.manifest_key,
+                "sha256": database.sha256,
+                "size_bytes": database.size_bytes,
+                "pg_server_version": database.pg_server_version or self.pg_server_version,
+                "pg_dump_version": database.pg_dump_version or self.pg_dump_version,
+                "database_size_bytes": database.database_size_bytes,
+                "schema_fingerprint": database.schema_fingerprint,
+                "tables": dict(database.tables),
+                "databases": None,
+            }
+        )
 
 
 Source = Literal["backup", "verify", "archive", "replication-check"]

@@ -44,8 +44,11 @@ def _read_manifest(runtime: Runtime, key: str) -> BackupRecord:
         raise StorageError(f"s3://{bucket}/{key}: not a backup manifest ({where}: {first['msg']})") from exc
     if record.manifest_key != key:
         raise StorageError(f"s3://{bucket}/{key}: manifest names another key ({record.manifest_key})")
-    if runtime.buckets.bucket(record.bucket).head(record.key) is None:
-        raise StorageError(f"s3://{record.bucket}/{record.key}: the dump this manifest describes is missing")
+    for stored in record.objects():
+        if stored.kind == "dump" and runtime.buckets.bucket(record.bucket).head(stored.key) is None:
+            raise StorageError(
+                f"s3://{record.bucket}/{stored.key}: the dump this manifest describes is missing"
+            )
     return record
 
 

@@ -372,8 +372,11 @@ def _server_version(dsn: str) -> str | None:
         return pgmeta.server_version(conn)
 
 
-def _refuse_source(runtime: Runtime, backup: BackupRecord, dsn: str) -> str | None:
-    """The name of the configured target whose source database `dsn` is, if any."""
+def _refuse_source(
+    runtime: Runtime, backup: BackupRecord, dsn: str, databases: Sequence[str] = ()
+) -> str | None:
+    """The name of the configured target whose source database `dsn` is, if any; `databases`:
+    every database of the backup's own target, when it backs up several."""
     for target in runtime.config.targets:
         try:
             source = runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret)
@@ -381,9 +384,31 @@ def _refuse_source(runtime: Runtime, backup: BackupRecord, dsn: str) -> str | No
             if target.name == backup.target:
                 raise  # without the source DSN, restoring "somewhere safe" cannot be proven
             continue
-        if same_database(source, dsn):
+        sources = [source]
+        if target.name == backup.target:
+            sources += [make_conninfo(source, dbname=name) for name in databases]
+        if any(same_database(candidate, dsn) for candidate in sources):
             return target.name
     return None
+
+
+def _one_database(backup: BackupRecord, database: str | None) -> BackupRecord:
+    """The backup of one database: a backup of several needs `--database`, one of its own."""
+    if not backup.databases:
+        if database is not None:
+            raise BadInput(
+                f"--database: backup {backup.backup_id} holds one database; --database applies to "
+                "backups of a target with several (databases:)"
+            )
+        return backup
+    names = ", ".join(backup.database_names)
+    if database is None:
+        raise BadInput(f"backup {backup.backup_id} holds several databases ({names}): pass --database NAME")
+    if database not in backup.database_names:
+        raise BadInput(
+            f"--database: backup {backup.backup_id} has no database {database!r} (it has: {names})"
+        )
+    return backup.for_database(database)
 
 
 def _newest_verification(runtime: Runtime, backup: BackupRecord) -> VerificationRecord | None:
@@ -399,6 +424,13 @@ def _locate(runtime: Runtime, backup: BackupRecord) -> ObjectSource:
     """Where the backup's bytes can be read: the primary bucket, or the archive copy."""
     if backup.status == "completed" and runtime.buckets.bucket(backup.bucket).head(backup.key) is not None:
         return ObjectSource(backup.bucket, backup.key, f"s3://{backup.bucket}/{backup.key}")
+    if is_archived(backup) and backup.key != (backup.archive.key if backup.archive else None):
+        # The archive copy's restore state is kept for the record's first object only.
+        raise BadInput(
+            f"backup {backup.backup_id}: s3://{backup.bucket}/{backup.key} is missing; restoring one "
+            "database of a backup of several from the archive is not supported: copy its archived "
+            "object back to that key first"
+        )
     if is_archived(backup):
         access = archive_readable(runtime, backup)
         return ObjectSource(
@@ -430,12 +462,14 @@ def plan_recovery(
     allow_source: bool = False,
     schemas: tuple[str, ...] = (),
     no_owner: bool = False,
+    database: str | None = None,
 ) -> RecoveryPlan:
     """Everything `restore` needs to know and refuse, before anything is touched."""
-    backup = _restorable_backup(runtime, backup_id)
+    whole = _restorable_backup(runtime, backup_id)
+    backup = _one_database(whole, database)
     _parse_target_dsn(to_dsn)
     notes: list[str] = []
-    source_of = _refuse_source(runtime, backup, to_dsn)
+    source_of = _refuse_source(runtime, backup, to_dsn, whole.database_names)
     if source_of is not None:
         _refuse_restore_into_source(to_dsn, source_of, masked=mask is not None, allowed=allow_source)
         notes.append(f"--to is the source database of target {source_of!r} (--i-know-this-is-the-source)")

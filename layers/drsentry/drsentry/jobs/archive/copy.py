@@ -55,7 +55,12 @@ class ArchiveCopier:
     def copy(self, record: BackupRecord) -> str:
         archive = self.archive
         primary = self.runtime.buckets.bucket(record.bucket)
-        version_id, verified_by = self._copy_dump(primary, record)
+        # Every dump, each with its manifest (one per database of a backup of several); the
+        # archive sub-document's version and check are the first dump's, as its key is.
+        copied = [self._copy_dump(primary, dump) for dump in record.database_views()]
+        version_id, verified_by = copied[0]
+        for database in record.database_views() if record.databases else []:
+            self._copy_manifest(primary, database)
         self._copy_manifest(primary, record)
         self._copy_globals(primary, record)
         copy = ArchiveCopy(

@@ -22,7 +22,9 @@ def expire_backup(runtime: Runtime, record: BackupRecord, reason: str) -> str:
         archive = record.archive
         _delete_versions(
             runtime.buckets.bucket(archive.bucket),
-            [archive.key or record.key, *_globals(record), archive.manifest_key or record.manifest_key],
+            record.all_keys()
+            if record.databases
+            else [archive.key or record.key, *_globals(record), archive.manifest_key or record.manifest_key],
         )
         # Recorded at once: should a later step be refused, the next run knows this copy is gone.
         deleted = archive.model_copy(update={"deleted_at": iso(runtime.clock())})
@@ -36,10 +38,11 @@ def expire_backup(runtime: Runtime, record: BackupRecord, reason: str) -> str:
         _delete_versions(
             runtime.buckets.bucket(detail.bucket or replica.bucket, detail.region or replica.region),
             # The copy and S3 replication keep the source's keys.
-            [record.key, *_globals(record), record.manifest_key],
+            record.all_keys(),
         )
         places.append("replica")
-    primary_keys = [record.key, *_globals(record), record.manifest_key]
+    # Every database's dump and manifest too, for a backup of several; the backup's manifest last.
+    primary_keys = record.all_keys()
     _delete_versions(runtime.buckets.bucket(record.bucket), primary_keys)
     places.append("primary")
     runtime.catalog.update_backup(

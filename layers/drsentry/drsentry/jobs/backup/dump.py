@@ -107,7 +107,8 @@ class DumpOutcome:
     stored: StoredObject
     pg_dump: PgTool
     facts: DatabaseFacts
-    globals: CapturedGlobals
+    # None for the second and later databases of a backup of several: the roles are the server's.
+    globals: CapturedGlobals | None
 
 
 @dataclass
@@ -122,6 +123,8 @@ class DatabaseDump:
     pg_bin_dir: str | None
     watchdog: Watchdog
     progress: Progress = NO_PROGRESS
+    # The roles belong to the server: a backup of several databases captures them once.
+    capture_roles: bool = True
 
     def run(self, dsn: str) -> DumpOutcome:
         pg_dump = find_tool("pg_dump", self.pg_bin_dir)
@@ -145,11 +148,15 @@ class DatabaseDump:
                 require_compatible(pg_dumpall, server_version)
                 self.watchdog.check()
                 # The roles first: a failed pg_dumpall fails the backup before any object exists.
-                cluster_globals = capture_globals(
-                    pg_dumpall,
-                    dsn,
-                    role_passwords=session.can_read_role_passwords(),
-                    time_left=self._time_before_margin(),
+                cluster_globals = (
+                    capture_globals(
+                        pg_dumpall,
+                        dsn,
+                        role_passwords=session.can_read_role_passwords(),
+                        time_left=self._time_before_margin(),
+                    )
+                    if self.capture_roles
+                    else None
                 )
                 self.watchdog.check()
                 # The facts are read in the snapshot while pg_dump dumps it: counting every row

@@ -4,6 +4,7 @@ says, and which metrics it emits. No I/O."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from drsentry.adapters.pgmeta import DatabaseFacts
 from drsentry.core import observability
@@ -24,6 +25,16 @@ def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
     return f"{base}.dump", f"{base}.manifest.json"
 
 
+def database_object_keys(prefix: str, target: str, backup_id: str, database: str) -> tuple[str, str]:
+    """One database of a backup of several, under the backup's key prefix:
+    `{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}/{database}.dump` and its manifest
+    (`.db-manifest.json`, so that `catalog rebuild` reads only the backup's own manifest). The
+    name is percent-encoded: a database may be called anything, a key must stay one key."""
+    dump_key, _ = object_keys(prefix, target, backup_id)
+    base = f"{dump_key.removesuffix('.dump')}/{quote(database, safe='')}"
+    return f"{base}.dump", f"{base}.db-manifest.json"
+
+
 def tool_failure(command: str, return_code: int, lines: list[str]) -> str:
     """What a failed pg_dump's (or pg_dumpall's) record says: how it ended and its first error lines."""
     if return_code < 0:
@@ -40,15 +51,17 @@ def globals_key(prefix: str, target: str, backup_id: str) -> str:
     return dump_key.removesuffix(".dump") + ".globals.sql"
 
 
-def backup_manifest(record: BackupRecord, facts: DatabaseFacts) -> dict[str, Any]:
+def backup_manifest(record: BackupRecord, facts: DatabaseFacts | None) -> dict[str, Any]:
     """The JSON document stored beside the dump: the record, what the snapshot held, and how
-    to restore the dump without drsentry."""
+    to restore the dump without drsentry. A backup of several databases has one per database
+    (`facts` of that database) and its own, the whole record (`facts` None)."""
+    dump_name = record.key.rsplit("/", 1)[-1]
     return {
         "format": MANIFEST_FORMAT,
         "dump_format": "pg_dump custom format, zstd-compressed",
-        "restore_hint": f"zstd -dc {record.backup_id}.dump | pg_restore --dbname=DSN",
+        "restore_hint": f"zstd -dc {dump_name} | pg_restore --dbname=DSN",
         **record.model_dump(),
-        **facts.manifest_fields(),
+        **(facts.manifest_fields() if facts is not None else {}),
     }
 
 

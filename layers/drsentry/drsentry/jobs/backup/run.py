@@ -10,7 +10,16 @@ from drsentry.core import gfs, observability
 from drsentry.core.errors import CatalogError, CatalogWriteFailed, DrsentryError, Interrupted
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, ClusterGlobals, Tier, iso, new_backup_id
-from drsentry.jobs.backup.dump import DatabaseDump, DumpOutcome, Watchdog
+from drsentry.jobs.backup.databases import (
+    DumpedDatabase,
+    database_keys,
+    databases_to_back_up,
+    dump_databases,
+    referenced_roles,
+    several_databases_fields,
+    write_database_manifests,
+)
+from drsentry.jobs.backup.dump import DatabaseDump, Watchdog
 from drsentry.jobs.backup.globals import store_globals
 from drsentry.jobs.backup.rules import (
     COMPRESSION,
@@ -41,6 +50,8 @@ class BackupRun:
         self.globals_key = globals_key(self.config.storage.prefix, self.target.name, self.backup_id)
         self.bucket = runtime.buckets.bucket(self.config.storage.bucket)
         self._dsn = ""
+        # The dumps of a target of several databases, known once they are listed.
+        self._database_keys: list[str] = []
         self._watchdog = Watchdog(runtime.remaining_seconds)
         # Set once the completed record is in the catalog: from then on the objects are the backup.
         self._recorded: BackupRecord | None = None
@@ -74,7 +85,7 @@ class BackupRun:
         if self._recorded is not None:
             return Interrupted.of(exc, f"{what} was completed and recorded before {signal_name} arrived")
         try:
-            for key in (self.key, self.globals_key, self.manifest_key):
+            for key in (*self._database_keys, self.key, self.globals_key, self.manifest_key):
                 self.bucket.delete_all_versions(key)
             cleaned = "pg_dump stopped, upload aborted, no object left"
         except DrsentryError as cleanup_error:
@@ -98,36 +109,52 @@ class BackupRun:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         return f"{type(exc).__name__}: {first_line}"
 
-    def _dump(self) -> DumpOutcome:
+    def _dump(self) -> list[DumpedDatabase]:
+        """The DSN's database, or each database of a target of several (`jobs.backup.databases`)."""
         self._dsn = self.runtime.credentials.dsn(dsn=self.target.dsn, secret_name=self.target.dsn_secret)
-        dump = DatabaseDump(
+        if self.target.databases is None:
+            outcome = self._database_dump(self.key, True).run(self._dsn)
+            return [DumpedDatabase(None, self.key, self.manifest_key, outcome)]
+        return dump_databases(
+            self.bucket,
+            databases_to_back_up(self.target, self._dsn),
+            database_keys(self.config.storage.prefix, self.target.name, self.backup_id),
+            self._dsn,
+            make_dump=self._database_dump,
+            on_planned=self._database_keys.append,
+        )
+
+    def _database_dump(self, key: str, capture_roles: bool) -> DatabaseDump:
+        return DatabaseDump(
             target=self.target.name,
             backup_id=self.backup_id,
             bucket=self.bucket,
-            key=self.key,
+            key=key,
             compression_level=self.config.storage.compression_level,
             pg_bin_dir=self.config.pg_bin_dir,
             watchdog=self._watchdog,
             progress=self.runtime.progress,
+            capture_roles=capture_roles,
         )
-        return dump.run(self._dsn)
 
     # the record ----------------------------------------------------------------
 
     def _base_record(self, **fields: Any) -> BackupRecord:
         finished = self.runtime.clock()
         return BackupRecord(
-            target=self.target.name,
-            backup_id=self.backup_id,
-            started_at=iso(self.started),
-            finished_at=iso(finished),
-            duration_seconds=round((finished - self.started).total_seconds(), 3),
-            bucket=self.config.storage.bucket,
-            key=self.key,
-            manifest_key=self.manifest_key,
-            run_id=self.runtime.run_id,
-            runner=self.runtime.runner,
-            **fields,
+            **{
+                "target": self.target.name,
+                "backup_id": self.backup_id,
+                "started_at": iso(self.started),
+                "finished_at": iso(finished),
+                "duration_seconds": round((finished - self.started).total_seconds(), 3),
+                "bucket": self.config.storage.bucket,
+                "key": self.key,
+                "manifest_key": self.manifest_key,
+                "run_id": self.runtime.run_id,
+                "runner": self.runtime.runner,
+                **fields,
+            }
         )
 
     def _tier(self) -> Tier | None:
@@ -140,45 +167,59 @@ class BackupRun:
             return None
         return gfs.assign_tier(self.started, previous.started if previous else None)
 
-    def _store_globals(self, outcome: DumpOutcome) -> ClusterGlobals:
+    def _store_globals(self, dumped: list[DumpedDatabase]) -> ClusterGlobals:
+        captured = dumped[0].outcome.globals
+        assert captured is not None, "the first database's dump captures the roles"
         stored = store_globals(
-            self.bucket, self.globals_key, outcome.globals, backup_id=self.backup_id, target=self.target.name
+            self.bucket, self.globals_key, captured, backup_id=self.backup_id, target=self.target.name
         )
         return ClusterGlobals(
             key=stored.key,
             sha256=stored.sha256,
             size_bytes=stored.size_bytes,
-            role_passwords=outcome.globals.role_passwords,
-            roles=outcome.facts.roles,
+            role_passwords=captured.role_passwords,
+            roles=referenced_roles(dumped),
         )
 
-    def _record_success(self, outcome: DumpOutcome) -> BackupRecord:
-        facts = outcome.facts
+    def _dump_fields(self, dumped: list[DumpedDatabase]) -> dict[str, Any]:
+        if self.target.databases is not None:
+            return several_databases_fields(dumped)
+        outcome = dumped[0].outcome
+        return {
+            "size_bytes": outcome.stored.size_bytes,
+            "sha256": outcome.stored.sha256,
+            "pg_server_version": outcome.facts.server_version,
+            "pg_dump_version": outcome.pg_dump.version,
+            "database_size_bytes": outcome.facts.database_size_bytes,
+            "schema_fingerprint": outcome.facts.schema_fingerprint,
+            "tables": outcome.facts.tables,
+        }
+
+    def _record_success(self, dumped: list[DumpedDatabase]) -> BackupRecord:
+        dump_keys = [database.key for database in dumped]
         try:
-            cluster_globals = self._store_globals(outcome)
+            cluster_globals = self._store_globals(dumped)
         except DrsentryError as exc:
-            self.bucket.delete_all_versions(self.key)
+            for key in dump_keys:
+                self.bucket.delete_all_versions(key)
             return self._record_failure(f"writing the roles object failed, backup object removed: {exc}")
         record = self._base_record(
             status="completed",
-            size_bytes=outcome.stored.size_bytes,
-            sha256=outcome.stored.sha256,
             storage_class="STANDARD",
             tier=self._tier(),
-            pg_server_version=facts.server_version,
-            pg_dump_version=outcome.pg_dump.version,
-            database_size_bytes=facts.database_size_bytes,
             compression=COMPRESSION,
-            schema_fingerprint=facts.schema_fingerprint,
-            tables=facts.tables,
             replica="pending" if self.config.storage.replica else None,
             globals=cluster_globals,
+            **self._dump_fields(dumped),
         )
         try:
+            if record.databases:
+                write_database_manifests(self.bucket, record, dumped)
+            facts = None if record.databases else dumped[0].outcome.facts
             self.bucket.put_json(self.manifest_key, backup_manifest(record, facts))
         except DrsentryError as exc:
-            self.bucket.delete_all_versions(self.key)
-            self.bucket.delete_all_versions(self.globals_key)
+            for key in record.all_keys():
+                self.bucket.delete_all_versions(key)
             return self._record_failure(
                 f"writing the manifest failed, backup and roles objects removed: {exc}"
             )

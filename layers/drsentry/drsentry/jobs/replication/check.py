@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -156,6 +157,8 @@ class _ReplicaInspector:
     def inspect(self, record: BackupRecord) -> BackupCheck:
         age = max((self.now - parse_iso(record.finished_at or record.started_at)).total_seconds(), 0.0)
         verified = verified_fingerprint(record.replica, record.replica_detail)
+        if record.databases:
+            return self._inspect_databases(record, age, verified)
         manifest_listed = self.inventory.get(record.manifest_key) is not None and self._globals_listed(record)
         if still_verified(self.inventory.get(record.key), manifest_listed, record.size_bytes, verified):
             return BackupCheck(
@@ -166,6 +169,27 @@ class _ReplicaInspector:
         except StorageError as exc:
             return BackupCheck(record.backup_id, None, str(exc), age)
         self._record_state(record, verdict, replica)
+        return BackupCheck(record.backup_id, verdict, None, age)
+
+    def _inspect_databases(
+        self, record: BackupRecord, age: float, verified: Fingerprint | None
+    ) -> BackupCheck:
+        """A backup of several databases: each database's dump judged as a single backup's is (the
+        verified fingerprint is the first database's); the backup's state is the first that is
+        not ok, naming its database."""
+        judged: list[tuple[str, Verdict, ObjectFacts]] = []
+        try:
+            for index, view in enumerate(record.database_views()):
+                verdict, replica = self._judge(view, age, verified if index == 0 else None)
+                judged.append((record.database_names[index], verdict, replica))
+        except StorageError as exc:
+            return BackupCheck(record.backup_id, None, str(exc), age)
+        verdict = judged[0][1]
+        for database, database_verdict, _replica in judged:
+            if database_verdict.state != "ok":
+                verdict = replace(database_verdict, reason=f"database {database}: {database_verdict.reason}")
+                break
+        self._record_state(record, verdict, judged[0][2])
         return BackupCheck(record.backup_id, verdict, None, age)
 
     def _globals_listed(self, record: BackupRecord) -> bool:
@@ -303,7 +327,7 @@ def _inspect_all(
     )
     inventory = ReplicaInventory()
     replica_bucket = runtime.buckets.bucket(replica.bucket, replica.region)
-    folders = sorted({_directory(key) for record in backups for key in (record.key, record.manifest_key)})
+    folders = sorted({_directory(key) for record in backups for key in record.all_keys()})
     pool = ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="replica-check")
     try:
         wait([pool.submit(inventory.add_folder, replica_bucket, folder) for folder in folders])

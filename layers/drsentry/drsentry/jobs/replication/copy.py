@@ -8,6 +8,7 @@ backup: it is recorded and the replication check reports it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from drsentry.adapters.buckets import Bucket, CopyParts, MiB
@@ -18,12 +19,14 @@ from drsentry.jobs.replication.objects import establish_sha256, facts_of, small_
 from drsentry.jobs.replication.rules import (
     ObjectFacts,
     ReplicaState,
+    Verdict,
     judge_backup,
     judge_globals,
     replica_detail,
 )
 
 if TYPE_CHECKING:
+    from drsentry.core.config import ReplicaConfig
     from drsentry.jobs.runtime import Runtime
 
 # A cross-region copy that cannot finish before the function is killed is not started.
@@ -44,6 +47,31 @@ def copy_object(source: Bucket, replica: Bucket, key: str, *, parts: CopyParts =
         raise StorageError(f"s3://{source.name}/{key}: not there to copy")
     tags = source.tags(key, head.version_id)
     replica.copy_in(source, head, metadata=head.metadata, tags=tags, parts=parts)
+
+
+def _judge_copy(
+    replica_bucket: Bucket, record: BackupRecord, replica: ReplicaConfig
+) -> tuple[Verdict, ObjectFacts]:
+    """The copied dump of `record` (a single-database backup or one database's view) judged."""
+    copied = facts_of(replica_bucket, record.key, replica_bucket.head(record.key))
+    copied = establish_sha256(
+        replica_bucket,
+        record.key,
+        copied,
+        expected_size=record.size_bytes,
+        changed=False,
+    )
+    verdict = judge_backup(
+        mode="copy",
+        expected_size=record.size_bytes,
+        expected_sha256=record.sha256,
+        replica=copied,
+        source=None,
+        manifest_present=True,
+        age_seconds=0.0,
+        max_lag_seconds=replica.max_lag.total_seconds(),
+    )
+    return verdict, copied
 
 
 def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
@@ -68,26 +96,16 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
             raise StorageError(f"only {remaining:.0f}s of run time left, the copy was not started")
         # The replica's region has its own KMS key (Bucket writes with the regional one).
         keys = [record.key, record.manifest_key] + ([record.globals.key] if record.globals else [])
-        for key in keys:
+        for key in record.all_keys() if record.databases else keys:
             copy_object(source, replica_bucket, key)
-        copied = facts_of(replica_bucket, record.key, replica_bucket.head(record.key))
-        copied = establish_sha256(
-            replica_bucket,
-            record.key,
-            copied,
-            expected_size=record.size_bytes,
-            changed=False,
-        )
-        verdict = judge_backup(
-            mode="copy",
-            expected_size=record.size_bytes,
-            expected_sha256=record.sha256,
-            replica=copied,
-            source=None,
-            manifest_present=True,
-            age_seconds=0.0,
-            max_lag_seconds=replica.max_lag.total_seconds(),
-        )
+        # Every dump of the backup (one per database of a backup of several): the first not ok
+        # decides; the verified fingerprint is the first dump's.
+        judged = [_judge_copy(replica_bucket, dump, replica) for dump in record.database_views()]
+        verdict, copied = judged[0]
+        for name, (database_verdict, _facts) in zip(record.database_names, judged, strict=False):
+            if database_verdict.state != "ok":
+                verdict = replace(database_verdict, reason=f"database {name}: {database_verdict.reason}")
+                break
         if verdict.state == "ok" and record.globals is not None:
             globals_key = record.globals.key
             copied_globals = small_object_facts(replica_bucket, globals_key, replica_bucket.head(globals_key))

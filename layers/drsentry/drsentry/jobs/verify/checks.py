@@ -67,8 +67,11 @@ class RestoredDatabaseChecks:
         backup: BackupRecord,
         checks: CheckList,
         time_left: TimeLeft,
+        database: str | None = None,
     ) -> None:
         self.runtime = runtime
+        # The database of a backup of several that `backup` is the view of (None: the only one).
+        self.database = database
         self.log = log
         self.target = target
         self.verify = verify
@@ -170,6 +173,10 @@ class RestoredDatabaseChecks:
                 previous = self.runtime.catalog.get_backup(record.backup_id)
             except BackupNotFound:
                 continue  # expired from the catalog; an older verification may still have one
+            if self.database is not None:
+                if self.database not in previous.database_names:
+                    continue  # that backup did not hold this database
+                previous = previous.for_database(self.database)
             if previous.tables:
                 return previous.backup_id, previous.tables
         return None

@@ -13,6 +13,7 @@ from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.fargate.placement import Placement
 from drsentry.jobs.runner import run_for_targets
 from drsentry.jobs.runtime import Runtime
+from drsentry.jobs.verify.databases import SeveralDatabasesVerification
 from drsentry.jobs.verify.report import VerifyRunResult, emit_rpo_signal, notice_for
 from drsentry.jobs.verify.rules import choose_backups
 from drsentry.jobs.verify.run import VerificationRun
@@ -32,6 +33,8 @@ def verify_backup(
     out of time): those become a `failure` record. Raises only when the record itself
     cannot be written (CatalogError) or the target has no verify section (BadInput).
     """
+    if backup.databases:
+        return SeveralDatabasesVerification(runtime, target_name, backup, after_restore).execute()
     return VerificationRun(
         runtime, target_name, backup, runtime.catalog.verifications, after_restore
     ).execute()

@@ -63,7 +63,9 @@ def emit_metrics(record: VerificationRecord) -> None:
     observability.put_metric(
         observability.VERIFICATION_FAILURE, "Count", int(record.status == "failure"), target
     )
-    restored = any(check.name == CHECK_RESTORE and check.status == "passed" for check in record.checks)
+    # A backup of several databases has one `DB: restore` check per database: all must have passed.
+    restores = [c for c in record.checks if c.name == CHECK_RESTORE or c.name.endswith(f": {CHECK_RESTORE}")]
+    restored = bool(restores) and all(check.status == "passed" for check in restores)
     if restored and record.restore_seconds is not None:
         # Only completed restores measure the RTO; a restore that failed early is not fast.
         observability.put_metric(observability.RESTORE_SECONDS, "Seconds", record.restore_seconds, target)

@@ -58,9 +58,12 @@ class StepFailed(Exception):
         self.detail = detail
 
 
-def scratch_database_name(backup_id: str) -> str:
-    """`drsentry_verify_20261122t180000z_1a2b3c4d`: unique per backup, a plain identifier."""
+def scratch_database_name(backup_id: str, database_index: int | None = None) -> str:
+    """`drsentry_verify_20261122t180000z_1a2b3c4d`: unique per backup, a plain identifier; the
+    n-th database of a backup of several gets `_d{n}` (its index, as its name may be anything)."""
     name = SCRATCH_PREFIX + re.sub(r"[^a-z0-9_]", "_", backup_id.lower())
+    if database_index is not None:
+        name += f"_d{database_index}"
     if len(name.encode()) > 63:
         raise ValueError(f"scratch database name {name!r} is longer than PostgreSQL's 63 bytes")
     return name
@@ -86,6 +89,39 @@ def check_plan(verify: VerifyConfig, storage: Sequence[BucketConfig] = ()) -> li
     plan.append((CHECK_RTO, "warning"))
     plan += [(storage_check_name(bucket), "critical") for bucket in storage]
     return plan
+
+
+def verify_for_database(verify: VerifyConfig, database: str, databases: Sequence[str]) -> VerifyConfig:
+    """The checks of `verify` that apply to `database` of a backup of several (`databases`, in
+    order): an entry of critical_tables, functions or rls_tables written `DB.NAME` with DB one of
+    the backup's databases applies to DB (as NAME); any other entry, an assertion without
+    `database`, and min_size apply to the first database."""
+    first = database == databases[0]
+
+    def entries(configured: Sequence[str]) -> list[str]:
+        mine: list[str] = []
+        for entry in configured:
+            head, dot, rest = entry.partition(".")
+            if dot and head in databases:
+                if head == database:
+                    mine.append(rest)
+            elif first:
+                mine.append(entry)
+        return mine
+
+    return verify.model_copy(
+        update={
+            "critical_tables": entries(verify.critical_tables),
+            "functions": entries(verify.functions),
+            "rls_tables": entries(verify.rls_tables),
+            "assertions": [
+                assertion
+                for assertion in verify.assertions
+                if assertion.database == database or (assertion.database is None and first)
+            ],
+            "min_size": verify.min_size if first else 0,
+        }
+    )
 
 
 def assertion_names(assertions: Sequence[Assertion]) -> list[tuple[str, Assertion]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from drsentry.adapters import postgres
 from drsentry.adapters.pgtools import PgTool, find_tool, major_version
@@ -48,6 +49,7 @@ from drsentry.jobs.verify.rules import (
     judge_stream,
     refuse_unsafe_scratch,
     scratch_database_name,
+    verify_for_database,
 )
 from drsentry.jobs.verify.scratch import APPLICATION_NAME, ScratchDatabase, connect
 
@@ -58,8 +60,30 @@ RESTORE_OPTIONS = ("--no-tablespaces", "--no-subscriptions", "--no-security-labe
 SCRATCH_SESSION_SETTINGS = {**RESTORE_SESSION_SETTINGS, "synchronous_commit": "off"}
 
 
+@dataclass(frozen=True)
+class DatabaseScope:
+    """Which database of a backup of several a run verifies: its name, its place, all of them."""
+
+    name: str
+    index: int
+    names: list[str]
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def put_verification(log: VerificationLog, record: VerificationRecord) -> VerificationRecord:
+    """The record as written, or with a note that the log refused it."""
+    try:
+        log.put(record)
+    except CatalogError as exc:
+        logger.error("verification not recorded", extra={"backup_id": record.backup_id, "error": str(exc)})
+        note = f"not recorded in the verification log: {exc}"
+        return record.model_copy(
+            update={"error_details": f"{record.error_details}; {note}" if record.error_details else note}
+        )
+    return record
 
 
 class VerificationRun:
@@ -70,6 +94,8 @@ class VerificationRun:
         backup: BackupRecord,
         log: VerificationLog,
         after_restore: Callable[[str], None] | None = None,
+        *,
+        database: DatabaseScope | None = None,
     ) -> None:
         self.runtime = runtime
         self.config = runtime.config
@@ -80,7 +106,15 @@ class VerificationRun:
         self.backup = backup
         self.log = log
         self.scratch_db = scratch_database_name(backup.backup_id)
-        self.checks = CheckList(check_plan(self.verify, self.target.storage))
+        # One database of a backup of several (`backup` its view): its own scratch database and
+        # the checks the config gives it; the storage buckets are checked once, for the backup.
+        self.database = database
+        storage = self.target.storage
+        if database is not None:
+            self.scratch_db = scratch_database_name(backup.backup_id, database.index)
+            self.verify = verify_for_database(self.verify, database.name, database.names)
+            storage = []
+        self.checks = CheckList(check_plan(self.verify, storage))
         self.time_left = TimeLeft(runtime.remaining_seconds)
         # Called with the restored database's DSN after the checks, before it is dropped (drill smoke checks).
         self.after_restore = after_restore
@@ -99,13 +133,7 @@ class VerificationRun:
                 "scratch_database": self.scratch_db,
             },
         )
-        try:
-            self._verify()
-        except StepFailed as exc:
-            self._stopped(exc.check, exc.detail)
-        except (DrsentryError, OSError) as exc:
-            # Unforeseen, but still a verification that did not complete: record it as such.
-            self._stopped(self.checks.first_pending(), f"{type(exc).__name__}: {_first_line(exc)}")
+        self.restore_and_check()
         check_storage(
             self.runtime, self.backup, self.target.storage, self.verify.storage_drop_tolerance, self.checks
         )
@@ -120,7 +148,7 @@ class VerificationRun:
         # Metrics first, and a log that cannot be written does not swallow the finding:
         # the run notice still carries it.
         emit_metrics(record)
-        record = self._put(record)
+        record = put_verification(self.log, record)
         log = logger.error if record.status == "failure" else logger.info
         log(
             "verification finished",
@@ -135,19 +163,15 @@ class VerificationRun:
         )
         return record
 
-    def _put(self, record: VerificationRecord) -> VerificationRecord:
-        """The record as written, or with a note that the log refused it."""
+    def restore_and_check(self) -> None:
+        """Restore into the scratch database and check it; what fails is in `checks`."""
         try:
-            self.log.put(record)
-        except CatalogError as exc:
-            logger.error(
-                "verification not recorded", extra={"backup_id": record.backup_id, "error": str(exc)}
-            )
-            note = f"not recorded in the verification log: {exc}"
-            return record.model_copy(
-                update={"error_details": f"{record.error_details}; {note}" if record.error_details else note}
-            )
-        return record
+            self._verify()
+        except StepFailed as exc:
+            self._stopped(exc.check, exc.detail)
+        except (DrsentryError, OSError) as exc:
+            # Unforeseen, but still a verification that did not complete: record it as such.
+            self._stopped(self.checks.first_pending(), f"{type(exc).__name__}: {_first_line(exc)}")
 
     def _stopped(self, check: str, detail: str) -> None:
         detail = self._clean(detail)
@@ -223,6 +247,7 @@ class VerificationRun:
                 backup=self.backup,
                 checks=self.checks,
                 time_left=self.time_left,
+                database=self.database.name if self.database is not None else None,
             )
             self.runtime.progress.phase(f"verify {self.target.name}: checking the restored database")
             checks.run(restored_dsn, expected, roles)

@@ -237,6 +237,14 @@ MaskOption = Annotated[
         show_default=False,
     ),
 ]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="The database to restore, for a backup of a target with several (databases:).",
+        show_default=False,
+    ),
+]
 SourceOkOption = Annotated[
     bool,
     typer.Option("--i-know-this-is-the-source", help="Allow --to to be a configured source database."),
@@ -258,6 +266,7 @@ def restore(
     mask: MaskOption = None,
     source_ok: SourceOkOption = False,
     smoke: SmokeOption = False,
+    database: DatabaseOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Restore a backup into a database: a real recovery. Shows the plan and asks first.
@@ -286,6 +295,7 @@ def restore(
         allow_source=source_ok,
         schemas=tuple(schema or ()),
         no_owner=no_owner,
+        database=database,
     )
     smoke_checks = runtime.config.target(plan.backup.target).smoke if smoke else []
     if smoke and not smoke_checks:
