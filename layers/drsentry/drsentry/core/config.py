@@ -237,6 +237,11 @@ class TargetConfig(_Strict):
     name: str
     dsn_secret: str | None = None
     dsn: str | None = None
+    # TLS for connections whose DSN or secret names no sslmode (README, "TLS to the database"):
+    # unset means verify-full with the RDS CA bundle; `require` encrypts without checking the
+    # server, so it is allowed only written here, and `drsentry check` warns about it.
+    sslmode: Literal["verify-full", "verify-ca", "require"] | None = None
+    sslrootcert: str | None = None
     schedule: str = "cron(0 * * * ? *)"
     verify: VerifyConfig | None = None
     storage: list[BucketConfig] = Field(default_factory=list)

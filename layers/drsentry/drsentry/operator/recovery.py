@@ -376,7 +376,7 @@ def _refuse_source(runtime: Runtime, backup: BackupRecord, dsn: str) -> str | No
     """The name of the configured target whose source database `dsn` is, if any."""
     for target in runtime.config.targets:
         try:
-            source = runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret)
+            source = runtime.credentials.target_dsn(target)
         except CredentialsError:
             if target.name == backup.target:
                 raise  # without the source DSN, restoring "somewhere safe" cannot be proven

@@ -99,7 +99,7 @@ class BackupRun:
         return f"{type(exc).__name__}: {first_line}"
 
     def _dump(self) -> DumpOutcome:
-        self._dsn = self.runtime.credentials.dsn(dsn=self.target.dsn, secret_name=self.target.dsn_secret)
+        self._dsn = self.runtime.credentials.target_dsn(self.target)
         dump = DatabaseDump(
             target=self.target.name,
             backup_id=self.backup_id,
