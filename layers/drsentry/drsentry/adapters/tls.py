@@ -90,9 +90,8 @@ def with_tls(
 
     parts = conninfo_to_dict(dsn)
     choice = choose_tls(parts, sslmode=sslmode, sslrootcert=sslrootcert, bundle=bundle)
-    if choice.sslmode is None:
-        return dsn
-    parts["sslmode"] = choice.sslmode
-    if choice.sslrootcert:
-        parts["sslrootcert"] = choice.sslrootcert
-    return make_conninfo(**{key: str(value) for key, value in parts.items()})
+    added = {"sslmode": choice.sslmode, "sslrootcert": choice.sslrootcert}
+    added = {key: value for key, value in added.items() if value and not parts.get(key)}
+    if not added:
+        return dsn  # nothing to add: the DSN stays exactly as written
+    return make_conninfo(**{key: str(value) for key, value in {**parts, **added}.items()})
