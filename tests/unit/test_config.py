@@ -196,8 +196,10 @@ def test_dsn_from_an_rds_secret_requires_tls_unless_told_otherwise() -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     from drsentry.adapters.secrets import dsn_from_secret
+    from drsentry.adapters.tls import with_tls
 
     secret = {"host": "db.example", "port": 5432, "username": "app", "password": "pw", "dbname": "app"}
-    assert conninfo_to_dict(dsn_from_secret(secret, "s"))["sslmode"] == "require"
-    verified = dsn_from_secret({**secret, "sslmode": "verify-full"}, "s")
-    assert conninfo_to_dict(verified)["sslmode"] == "verify-full"
+    # Credentials.dsn applies the TLS rule to what the secret gives: verify-full by default
+    assert conninfo_to_dict(with_tls(dsn_from_secret(secret, "s")))["sslmode"] == "verify-full"
+    relaxed = with_tls(dsn_from_secret({**secret, "sslmode": "require"}, "s"))
+    assert conninfo_to_dict(relaxed)["sslmode"] == "require"

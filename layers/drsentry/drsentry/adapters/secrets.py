@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError, TransformParameterError
 
+from drsentry.adapters.tls import with_tls
 from drsentry.core.errors import CredentialsError
 
 if TYPE_CHECKING:
     from drsentry.adapters.aws import AwsClients
+    from drsentry.core.config import TargetConfig
 
 SECRET_CACHE_SECONDS = 300
 _REQUIRED = ("host", "username", "password")
@@ -46,14 +48,16 @@ def dsn_from_secret(secret: dict[str, Any], secret_name: str) -> str:
     missing = [field for field in _REQUIRED if not secret.get(field)]
     if missing:
         raise CredentialsError(f"secret {secret_name!r} lacks field(s): {', '.join(missing)}")
+    # sslmode and sslrootcert only when the secret names them (RDS's own secrets never do):
+    # Credentials.dsn then applies the TLS rule of adapters.tls (verify-full by default).
+    tls = {field: str(secret[field]) for field in ("sslmode", "sslrootcert") if secret.get(field)}
     return make_conninfo(
         host=str(secret["host"]),
         port=str(secret.get("port") or 5432),
         user=str(secret["username"]),
         password=str(secret["password"]),
         dbname=str(secret.get("dbname") or "postgres"),
-        # RDS speaks TLS; never fall back to plaintext unless the secret says so.
-        sslmode=str(secret.get("sslmode") or "require"),
+        **tls,
     )
 
 
@@ -79,12 +83,39 @@ class Credentials:
             raise CredentialsError(f"cannot read secret {secret_name!r}: {_reason(exc)}") from exc
         return str(value)
 
-    def dsn(self, *, dsn: str | None, secret_name: str | None) -> str:
+    def raw_dsn(self, *, dsn: str | None, secret_name: str | None) -> str:
+        """The DSN as written (in the configuration or the secret), before the TLS rule."""
         if dsn:
             return dsn
         if not secret_name:
             raise CredentialsError("neither a DSN nor a DSN secret is configured")
         return dsn_from_secret(self.secret_json(secret_name), secret_name)
+
+    def dsn(
+        self,
+        *,
+        dsn: str | None,
+        secret_name: str | None,
+        sslmode: str | None = None,
+        sslrootcert: str | None = None,
+    ) -> str:
+        """The DSN to connect with: TLS verify-full unless the connection, the configuration
+        or a server on this machine says otherwise (adapters.tls)."""
+        written = self.raw_dsn(dsn=dsn, secret_name=secret_name)
+        try:
+            return with_tls(written, sslmode=sslmode, sslrootcert=sslrootcert)
+        except _malformed_dsn():
+            # Left as written: each caller reports a malformed DSN in its own words, never echoing it.
+            return written
+
+    def target_dsn(self, target: TargetConfig) -> str:
+        """The source database of a target, with the target's TLS settings."""
+        return self.dsn(
+            dsn=target.dsn,
+            secret_name=target.dsn_secret,
+            sslmode=target.sslmode,
+            sslrootcert=target.sslrootcert,
+        )
 
 
 def _reason(exc: Exception) -> str:

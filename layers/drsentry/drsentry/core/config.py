@@ -270,6 +270,11 @@ class TargetConfig(_Strict):
     verify_schedule: ScheduleExpression | None = None
     archive_schedule: ScheduleExpression | None = None
     replication_check_schedule: ScheduleExpression | None = None
+    # TLS for connections whose DSN or secret names no sslmode (README, "TLS to the database"):
+    # unset means verify-full with the RDS CA bundle; `require` encrypts without checking the
+    # server, so it is allowed only written here, and `drsentry check` warns about it.
+    sslmode: Literal["verify-full", "verify-ca", "require"] | None = None
+    sslrootcert: str | None = None
     verify: VerifyConfig | None = None
     storage: list[BucketConfig] = Field(default_factory=list)
     smoke: list[SmokeCheck] = Field(default_factory=list)

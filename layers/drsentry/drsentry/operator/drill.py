@@ -327,7 +327,7 @@ def _judge(report: DrillReport, run: _DrillRun) -> None:
 def drill_source(runtime: Runtime, target: TargetConfig) -> str:
     """`host:port/db` of the drilled database (and the secret that names it)."""
     try:
-        location = database_location(runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret))
+        location = database_location(runtime.credentials.target_dsn(target))
     except CredentialsError as exc:  # the backup failed on it too; the report says which secret
         location = f"unknown ({exc})"
     return f"{location} (secret {target.dsn_secret})" if target.dsn_secret else location

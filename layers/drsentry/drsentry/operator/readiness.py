@@ -22,9 +22,10 @@ from pydantic import BaseModel
 from drsentry.adapters.aws_errors import AWS_ERRORS, describe
 from drsentry.adapters.pgmeta import server_version
 from drsentry.adapters.pgtools import PgTool, find_tool, major_version
-from drsentry.adapters.secrets import redact, sanitize
+from drsentry.adapters.secrets import Credentials, conninfo_to_dict, redact, sanitize
 from drsentry.adapters.sns import Topic
 from drsentry.adapters.table.keys import BACKUP_ID_INDEX, TTL_ATTRIBUTE
+from drsentry.adapters.tls import choose_tls, is_local_host
 from drsentry.core.config import TargetConfig, format_duration
 from drsentry.core.errors import BucketNotFound, DrsentryError
 from drsentry.jobs.replication.rules import region_problems, versioning_problem
@@ -70,6 +71,26 @@ class _Checklist:
         except CHECK_ERRORS as exc:
             status, detail = "fail", describe(exc)
         self.add(name, status, detail, target)
+
+
+def tls_check(credentials: Credentials, target: TargetConfig) -> tuple[CheckState, str]:
+    """Does the source's TLS check the server? A warning for anything weaker than verify-ca."""
+    written = credentials.raw_dsn(dsn=target.dsn, secret_name=target.dsn_secret)
+    parts = conninfo_to_dict(written)
+    choice = choose_tls(parts, sslmode=target.sslmode, sslrootcert=target.sslrootcert)
+    where = redact(written)
+    if is_local_host(parts.get("host") or parts.get("hostaddr")):
+        return "pass", f"source {where} is on this machine: TLS not needed"
+    if not choice.verifies_server:
+        said_by = "drsentry.yaml" if choice.decided_by == "configuration" else "the DSN or its secret"
+        risk = (
+            "encrypts but does not check the server's certificate"
+            if choice.sslmode == "require"
+            else "may connect without TLS at all"
+        )
+        return "warn", f"source {where}: sslmode={choice.sslmode} ({said_by}) {risk}; use verify-full"
+    ca = choice.sslrootcert or "~/.postgresql/root.crt (libpq's default; no CA bundle found)"
+    return "pass", f"source {where}: sslmode={choice.sslmode}, CA {ca}"
 
 
 class ReadinessRun:
@@ -161,11 +182,12 @@ class ReadinessRun:
         versions: dict[str, str] = {}
 
         def source() -> tuple[CheckState, str]:
-            dsn = self.runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret)
+            dsn = self.runtime.credentials.target_dsn(target)
             versions["source"] = self._server_version(dsn)
             return "pass", f"source {redact(dsn)} answers: PostgreSQL {versions['source']}"
 
         self.list.run("connectivity", source, target.name)
+        self.list.run("tls", partial(tls_check, self.runtime.credentials, target), target.name)
         if target.verify is not None:
             verify = target.verify
 

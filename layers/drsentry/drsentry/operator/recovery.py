@@ -379,7 +379,7 @@ def _refuse_source(
     every database of the backup's own target, when it backs up several."""
     for target in runtime.config.targets:
         try:
-            source = runtime.credentials.dsn(dsn=target.dsn, secret_name=target.dsn_secret)
+            source = runtime.credentials.target_dsn(target)
         except CredentialsError:
             if target.name == backup.target:
                 raise  # without the source DSN, restoring "somewhere safe" cannot be proven

@@ -111,7 +111,7 @@ class BackupRun:
 
     def _dump(self) -> list[DumpedDatabase]:
         """The DSN's database, or each database of a target of several (`jobs.backup.databases`)."""
-        self._dsn = self.runtime.credentials.dsn(dsn=self.target.dsn, secret_name=self.target.dsn_secret)
+        self._dsn = self.runtime.credentials.target_dsn(self.target)
         if self.target.databases is None:
             outcome = self._database_dump(self.key, True).run(self._dsn)
             return [DumpedDatabase(None, self.key, self.manifest_key, outcome)]

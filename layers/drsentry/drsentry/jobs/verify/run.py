@@ -197,7 +197,7 @@ class VerificationRun:
             scratch_dsn = credentials.dsn(
                 dsn=self.verify.scratch_dsn, secret_name=self.verify.scratch_dsn_secret
             )
-            source_dsn = credentials.dsn(dsn=self.target.dsn, secret_name=self.target.dsn_secret)
+            source_dsn = credentials.target_dsn(self.target)
             postgres.require_dsn(scratch_dsn, "the scratch DSN")
             postgres.require_dsn(source_dsn, f"the DSN of target {self.target.name!r}")
         except DrsentryError as exc:
