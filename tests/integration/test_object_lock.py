@@ -19,7 +19,6 @@ from botocore.exceptions import ClientError
 from test_archive import NO_SOURCE, at, seed_backup, versions
 from typer.testing import CliRunner
 
-from drsentry.core.config import dump_config
 from drsentry.core.records import BackupRecord, iso, parse_iso, utc_now
 from drsentry.jobs.archive.job import archive_target
 from drsentry.jobs.backup.job import backup_target
@@ -52,6 +51,12 @@ def set_lock(runtime: Runtime, record: BackupRecord, until: datetime) -> None:
     )
 
 
+def week_start(record: BackupRecord) -> datetime:
+    """Monday 00:00 UTC of the ISO week the backup started in."""
+    started = parse_iso(record.started_at)
+    return datetime(started.year, started.month, started.day, tzinfo=UTC) - timedelta(days=started.weekday())
+
+
 @pytest.fixture
 def runtime(make_config: Any) -> Runtime:
     config, _ = make_config(NO_SOURCE)
@@ -67,11 +72,7 @@ def test_a_completed_backup_is_locked_until_its_longest_primary_slot_ends_and_ca
     assert record.status == "completed", record.error
 
     # Then its lock ends when its weekly slot does: the start of its ISO week plus 365 days
-    started = parse_iso(record.started_at)
-    monday = datetime(started.year, started.month, started.day, tzinfo=UTC) - timedelta(
-        days=started.weekday()
-    )
-    expected = monday + timedelta(days=365)
+    expected = week_start(record) + timedelta(days=365)
     assert record.tier == "monthly"
     assert record.retain_until == iso(expected)
     assert record.lock_mode == "GOVERNANCE"
@@ -149,11 +150,7 @@ def test_a_backup_handed_a_longer_slot_gets_a_later_lock(runtime: Runtime, clien
     report = archive_target(runtime, "app")
 
     # Then its primary and replica copies are locked until its weekly slot ends, a later date
-    started = parse_iso(record.started_at)
-    monday = datetime(started.year, started.month, started.day, tzinfo=UTC) - timedelta(
-        days=started.weekday()
-    )
-    expected = monday + timedelta(days=365)
+    expected = week_start(record) + timedelta(days=365)
     row = next(row for row in report.decisions if row.backup_id == record.backup_id)
     assert row.retain_until == iso(expected) and report.extended == 1, row
     replica = runtime.config.storage.replica

@@ -44,8 +44,9 @@ def roles_object_mismatch(backup: BackupRecord, data: bytes) -> str | None:
     sha256 = hashlib.sha256(data).hexdigest()
     if sha256 == backup.globals.sha256 and len(data) == backup.globals.size_bytes:
         return None
+    where = f"s3://{roles_object_bucket(backup)}/{backup.globals.key}"
     return (
-        f"s3://{roles_object_bucket(backup)}/{backup.globals.key}: {len(data):,} bytes with SHA-256 {sha256}, "
+        f"{where}: {len(data):,} bytes with SHA-256 {sha256}, "
         f"the record says {backup.globals.size_bytes:,} bytes and {backup.globals.sha256}"
     )
 
