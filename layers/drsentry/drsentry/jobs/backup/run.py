@@ -201,13 +201,6 @@ class BackupRun:
                 f"writing the manifest failed, backup and roles objects removed: {exc}"
             )
         try:
-            # Locked before it is recorded: a recorded backup is never one that could be deleted.
-            lock_objects(
-                self.bucket, backup_keys(record), mode=self.config.storage.lock_mode, until=retain_until
-            )
-        except DrsentryError as exc:
-            return self._record_failure(f"locking the backup failed: {exc}; {self._remove_stored()}")
-        try:
             self.runtime.catalog.put_backup(record)
         except CatalogError as exc:
             self._emit_metrics(record.model_copy(update={"status": "failed"}))
@@ -216,6 +209,15 @@ class BackupRun:
                 f"record could not be written ({exc}); recover it with "
                 f"`drsentry catalog rebuild --target {record.target}`"
             ) from exc
+        try:
+            # Locked once recorded: until then a stop (a signal, a failed write) removes every
+            # object, which a lock would forbid. A backup that cannot be locked is not completed:
+            # its record is rewritten as failed.
+            lock_objects(
+                self.bucket, backup_keys(record), mode=self.config.storage.lock_mode, until=retain_until
+            )
+        except DrsentryError as exc:
+            return self._record_failure(f"locking the backup failed: {exc}; {self._remove_stored()}")
         self._recorded = record
         self._emit_metrics(record)
         logger.info(
