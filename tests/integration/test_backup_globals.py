@@ -225,7 +225,8 @@ def test_archive_copies_and_locks_the_roles_object(source_db: str, make_config: 
 def test_verification_fails_when_the_roles_object_is_deleted(
     source_db: str, make_config: Any, clients: Any
 ) -> None:
-    # Given a completed backup whose roles object was deleted since
+    # Given a completed backup whose roles object was deleted since (under Object Lock, only by
+    # someone who may bypass governance)
     config, _ = make_config(source_db)
     runtime = build_runtime(config)
     record: BackupRecord = backup_target(runtime, "app")
@@ -235,7 +236,10 @@ def test_verification_fails_when_the_roles_object_is_deleted(
         "Versions"
     ]:
         clients.s3().delete_object(
-            Bucket=record.bucket, Key=record.globals.key, VersionId=version["VersionId"]
+            Bucket=record.bucket,
+            Key=record.globals.key,
+            VersionId=version["VersionId"],
+            BypassGovernanceRetention=True,
         )
 
     # When it is verified

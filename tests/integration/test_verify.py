@@ -225,7 +225,15 @@ def test_truncated_object_fails_checksum_and_archive(runtime: Runtime, backup: B
 
 
 def test_missing_object_fails_and_says_so(runtime: Runtime, backup: BackupRecord) -> None:
-    runtime.store.delete_all_versions(backup.bucket, backup.key)
+    # (the backup is under Object Lock: only someone who may bypass governance can delete it)
+    s3 = runtime.store.s3
+    for version in s3.list_object_versions(Bucket=backup.bucket, Prefix=backup.key)["Versions"]:
+        s3.delete_object(
+            Bucket=backup.bucket,
+            Key=backup.key,
+            VersionId=version["VersionId"],
+            BypassGovernanceRetention=True,
+        )
 
     record = verify_backup(runtime, "app", backup)
 

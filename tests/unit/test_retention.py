@@ -301,7 +301,7 @@ def test_started_at_in_another_spelling_is_understood() -> None:
 def test_an_empty_catalog_plans_nothing() -> None:
     result = plan([backup(NOW, "failed", serial=1)])
     assert result.decisions == []
-    assert result.counts == {"keep": 0, "archive": 0, "expire": 0, "ignored": 1}
+    assert result.counts == {"keep": 0, "archive": 0, "expire": 0, "expire_primary": 0, "ignored": 1}
 
 
 # properties ---------------------------------------------------------------------------

@@ -562,11 +562,16 @@ def test_function_roles_name_their_resources(sam: Json, cfn: Json) -> None:
             {
                 "s3:PutObject",
                 "s3:AbortMultipartUpload",
-                "s3:DeleteObjectVersion",
+                "s3:PutObjectRetention",
                 "sns:Publish",
                 "kms:GenerateDataKey",
             },
-            {"s3:PutObjectRetention", "s3:RestoreObject", "s3:BypassGovernanceRetention"},
+            {
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:RestoreObject",
+                "s3:BypassGovernanceRetention",
+            },
         ),
         ("verify", {"s3:GetObject", "s3:RestoreObject", "kms:Decrypt"}, {"s3:PutObject", "s3:DeleteObject"}),
         (
@@ -589,6 +594,73 @@ def test_each_function_may_do_its_work_and_no_more(
     allowed = set(role_actions(cfn, f"{name}Role"))
     assert needed <= allowed, f"{folder} lacks {needed - allowed}"
     assert not forbidden & allowed, f"{folder} may {forbidden & allowed}"
+
+
+BACKUPS = {"Fn::Sub": "${BackupBucket.Arn}/*"}
+REPLICAS = {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ReplicaBucketName}/*"}
+ARCHIVES = {"Fn::Sub": "${ArchiveBucket.Arn}/*"}
+READ = {"s3:GetObject", "s3:GetObjectVersion"}
+READ_TAGS = {"s3:GetObjectTagging", "s3:GetObjectVersionTagging"}
+WRITE = {"s3:PutObject", "s3:PutObjectTagging", "s3:PutObjectVersionTagging"}
+UPLOADS = {"s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
+LOCK = {"s3:GetObjectRetention", "s3:PutObjectRetention"}
+DELETE = {"s3:DeleteObject", "s3:DeleteObjectVersion"}
+
+
+def object_actions(cfn: Json, role: str, objects: Json) -> set[str]:
+    """The S3 actions a role may take on the objects `objects` names."""
+    return {
+        action
+        for action, resources in role_actions(cfn, role).items()
+        if action.startswith("s3:") and objects in resources
+    }
+
+
+@pytest.mark.parametrize(
+    ("folder", "objects", "expected"),
+    [
+        # creates and locks backups, aborts its uploads; never deletes a version
+        ("backup", BACKUPS, WRITE | READ | READ_TAGS | UPLOADS | LOCK),
+        ("backup", REPLICAS, WRITE | {"s3:GetObject"} | READ_TAGS | UPLOADS | LOCK),
+        ("backup", ARCHIVES, set()),
+        # the only one that deletes (S3 refuses it what is locked) and extends locks
+        ("archive", BACKUPS, READ | READ_TAGS | LOCK | DELETE),
+        ("archive", REPLICAS, READ | LOCK | DELETE),
+        ("archive", ARCHIVES, WRITE | READ | READ_TAGS | LOCK | DELETE | UPLOADS | {"s3:RestoreObject"}),
+        ("verify", BACKUPS, READ),
+        ("verify", ARCHIVES, READ | {"s3:RestoreObject"}),
+        ("replication-check", BACKUPS, READ),
+        ("replication-check", REPLICAS, READ | READ_TAGS),
+    ],
+)
+def test_each_role_has_exactly_its_s3_actions_on_backups(
+    sam: Json, cfn: Json, folder: str, objects: Json, expected: set[str]
+) -> None:
+    name, _ = function_for(sam, folder)
+    assert object_actions(cfn, f"{name}Role", objects) == expected
+
+
+def test_nobody_in_the_stack_may_bypass_governance_retention(cfn: Json, replica: Json) -> None:
+    for template in (cfn, replica):
+        for name, statement in policy_statements(template):
+            if statement["Effect"] == "Allow":
+                actions = as_list(statement["Action"])
+                assert "s3:BypassGovernanceRetention" not in actions, name
+                assert not any(action in {"s3:*", "s3:Bypass*"} for action in actions), name
+
+
+def test_the_primary_and_replica_buckets_have_object_lock_in_the_configured_mode(
+    sam: Json, replica: Json
+) -> None:
+    for template, bucket in ((sam, "BackupBucket"), (replica, "ReplicaBucket")):
+        properties = template["Resources"][bucket]["Properties"]
+        assert properties["ObjectLockEnabled"] is True
+        # no default retention: a failed backup's objects stay removable
+        assert properties["ObjectLockConfiguration"] == {"ObjectLockEnabled": "Enabled"}
+    mode = sam["Parameters"]["ObjectLockMode"]
+    assert (mode["Default"], mode["AllowedValues"]) == ("GOVERNANCE", ["GOVERNANCE", "COMPLIANCE"])
+    starter_config = json.dumps(sam["Resources"]["ConfigParameter"]["Properties"]["Value"])
+    assert "lock_mode: ${ObjectLockMode}" in starter_config
 
 
 def test_crr_role_replicates_only_into_the_replica_bucket(cfn: Json) -> None:

@@ -95,6 +95,9 @@ class StorageConfig(_Strict):
     kms_key: str | None = None
     replica: ReplicaConfig | None = None
     archive: ArchiveConfig | None = None
+    # Object Lock mode of every backup in the primary bucket (and the replica): GOVERNANCE lets an
+    # operator holding s3:BypassGovernanceRetention remove a mistake; COMPLIANCE lets nobody.
+    lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
     # zstd level 1: on pg_dump's uncompressed custom format it stores less than level 3
     # (219 vs 225 MB on the benchmark database) for about 1.5 CPU-seconds less per GB.
     compression_level: int = Field(default=1, ge=1, le=19)

@@ -55,7 +55,9 @@ def assign_tier(started_at: datetime, previous_completed: datetime | None) -> Ti
 # and there are at most a few thousand distinct days.
 
 TIERS_BY_RANK: tuple[Tier, ...] = ("monthly", "weekly", "daily", "hourly")
-Action = Literal["keep", "archive", "expire"]
+# expire_primary: a monthly backup whose verified archive copy serves its slot alone loses its
+# primary and replica copies (the record stays `completed`; restores read the archive copy).
+Action = Literal["keep", "archive", "expire", "expire_primary"]
 
 
 def slot_key(tier: Tier, started_at: datetime) -> str:
@@ -116,7 +118,7 @@ class RetentionPlan:
 
     @property
     def counts(self) -> dict[str, int]:
-        counts = {"keep": 0, "archive": 0, "expire": 0}
+        counts = {"keep": 0, "archive": 0, "expire": 0, "expire_primary": 0}
         for decision in self.decisions:
             counts[decision.action] += 1
         return {**counts, "ignored": self.ignored}
@@ -166,8 +168,7 @@ def plan_retention(
             tuple(f"{tier} {key}" for tier, key, begins in first if begins > cutoffs[tier]) if first else ()
         )
         if held:
-            wants_copy = archive_enabled and held[0].startswith("monthly ") and not is_archived(record)
-            decisions.append(RetentionDecision(backup_id, started, "archive" if wants_copy else "keep", held))
+            decisions.append(_held(record, started, held, protection, archive_enabled=archive_enabled))
             continue
         reason = protection.reason(record, started)
         if reason:
@@ -181,6 +182,24 @@ def plan_retention(
 
     decisions.reverse()
     return RetentionPlan(planned_at=iso(now), decisions=decisions, ignored=ignored)
+
+
+def _held(
+    record: BackupRecord,
+    started: str,
+    held: tuple[str, ...],
+    protection: _Protection,
+    *,
+    archive_enabled: bool,
+) -> RetentionDecision:
+    """The decision for a backup that fills at least one slot."""
+    monthly = archive_enabled and held[0].startswith("monthly ")
+    if monthly and not is_archived(record):
+        return RetentionDecision(record.backup_id, started, "archive", held)
+    if monthly and len(held) == 1 and not record.primary_expired_at and not protection.keeps(record, started):
+        reason = f"the archive copy serves {held[0]} alone"
+        return RetentionDecision(record.backup_id, started, "expire_primary", held, reason)
+    return RetentionDecision(record.backup_id, started, "keep", held)
 
 
 # (tier, slot key, start of the period as catalog text)
@@ -264,6 +283,11 @@ class _Protection:
             by_id.setdefault(newest_verified, "newest backup that verified success")
         return cls(by_id, iso(now - rpo), f"younger than the RPO ({format_duration(rpo)})", iso(now))
 
+    def keeps(self, record: BackupRecord, started: str) -> str:
+        """Why `record`'s primary copy must stay whatever its slots say: newest, newest verified,
+        younger than the RPO; empty when none of these."""
+        return self.by_id.get(record.backup_id) or (self.rpo_reason if started > self.rpo_cutoff else "")
+
     def reason(self, record: BackupRecord, started: str) -> str:
         """Why `record` (started at `started`, catalog text) is kept; empty when nothing protects it."""
         return self.by_id.get(record.backup_id) or (
@@ -287,3 +311,78 @@ def _lock_reason(record: BackupRecord, now_text: str) -> str:
     if retain_until and _second_precision(retain_until) > now_text:
         return f"archive copy under Object Lock until {retain_until}"
     return ""
+
+
+# Object Lock: how long a backup's primary copy is locked -----------------------------------
+#
+# A slot ends when its period leaves the retention window: the start of the period plus
+# `retention.<tier>`, the rule `plan_retention` applies. The primary copy (and its replica) is
+# locked until the latest end among the slots it serves. The monthly slot is the archive copy's
+# to serve when archiving is on (that copy carries its own lock), so a monthly backup's primary
+# copy can go with its shorter slots instead of being paid for twice for years. Every completed
+# backup is locked at least until its hour's slot ends: at completion it is the newest backup,
+# the one a recovery after an attack needs most.
+
+
+def period_start(tier: Tier, moment: datetime) -> datetime:
+    """The start (UTC) of the hour, day, ISO week or month `moment` falls in."""
+    moment = moment.astimezone(UTC)
+    hour = moment.replace(minute=0, second=0, microsecond=0)
+    if tier == "hourly":
+        return hour
+    day = hour.replace(hour=0)
+    if tier == "daily":
+        return day
+    if tier == "weekly":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def first_of(started_at: datetime, previous_completed: datetime | None) -> tuple[Tier, ...]:
+    """The tiers whose period a backup started at `started_at` is the first completed backup of,
+    longest first (`assign_tier`'s rule, for every tier at once)."""
+    if previous_completed is None:
+        return TIERS_BY_RANK
+    current = started_at.astimezone(UTC)
+    previous = min(previous_completed.astimezone(UTC), current)
+    return tuple(tier for tier in TIERS_BY_RANK if slot_key(tier, previous) != slot_key(tier, current))
+
+
+def primary_retain_until(
+    started_at: datetime, tiers: Collection[Tier], retention: RetentionConfig, *, archive_enabled: bool
+) -> datetime:
+    """The end of the longest slot among `tiers` that the primary copy serves, and never before
+    the end of the backup's hour slot."""
+    served = [tier for tier in tiers if not (archive_enabled and tier == "monthly")]
+    ends = [period_start(tier, started_at) + getattr(retention, tier) for tier in {*served, "hourly"}]
+    return max(ends)
+
+
+def slot_tier_start(slot: str) -> tuple[Tier, datetime]:
+    """A plan's slot label (`weekly 2026-W47`, `hourly 2026-11-22T18` ...) as its tier and start."""
+    tier, key = slot.split(" ", 1)
+    if tier == "monthly":
+        start = datetime.strptime(key, "%Y-%m")
+    elif tier == "weekly":
+        year, week = key.split("-W")
+        start = datetime.combine(date.fromisocalendar(int(year), int(week), 1), datetime.min.time())
+    elif tier == "daily":
+        start = datetime.strptime(key, "%Y-%m-%d")
+    elif tier == "hourly":
+        start = datetime.strptime(key, "%Y-%m-%dT%H")
+    else:
+        raise ValueError(f"not a retention slot: {slot!r}")
+    return tier, start.replace(tzinfo=UTC)  # type: ignore[return-value]
+
+
+def planned_retain_until(
+    decision: RetentionDecision, retention: RetentionConfig, *, archive_enabled: bool
+) -> datetime | None:
+    """Where the plan says the primary copy's lock should end: the latest end of the slots it
+    fills that the primary copy serves; None when it fills none of those."""
+    ends = [
+        start + getattr(retention, tier)
+        for tier, start in map(slot_tier_start, decision.slots)
+        if not (archive_enabled and tier == "monthly")
+    ]
+    return max(ends) if ends else None

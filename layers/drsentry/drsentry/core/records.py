@@ -264,6 +264,14 @@ class BackupRecord(BaseModel):
     storage: list[StorageManifestEntry] | None = None
     # None for backups taken before roles were backed up.
     globals: ClusterGlobals | None = None
+    # Object Lock of the primary copy (dump, manifest, roles object) and the replica: until the
+    # end of the longest GFS slot the primary copy serves; an archive run only ever extends it.
+    # None for backups taken before the primary bucket had Object Lock.
+    retain_until: str | None = None
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] | None = None
+    # A monthly backup whose verified, locked archive copy now serves its slot alone: the
+    # primary and replica copies were expired with its shorter slots; restores read the archive.
+    primary_expired_at: str | None = None
     expired_at: str | None = None
     expire_reason: str | None = None
     error: str | None = None

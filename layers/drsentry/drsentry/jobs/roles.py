@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from drsentry.adapters import postgres
 from drsentry.adapters.buckets import ObjectStore
 from drsentry.core.errors import StorageError
+from drsentry.core.gfs import is_archived
 from drsentry.core.globals import ClusterRoles, RoleCreation, roles_to_create
 from drsentry.core.records import BackupRecord
 
@@ -26,7 +27,15 @@ class RolesObjectMismatch(StorageError):
 def roles_object_bytes(store: ObjectStore, backup: BackupRecord) -> bytes:
     """The backup's roles object as stored (a few kilobytes, read whole); StorageError when unreadable."""
     assert backup.globals is not None
-    return b"".join(store.iter_chunks(backup.bucket, backup.globals.key))
+    return b"".join(store.iter_chunks(roles_object_bucket(backup), backup.globals.key))
+
+
+def roles_object_bucket(backup: BackupRecord) -> str:
+    """Where the roles object is read: the primary bucket, or, once the primary copy of an archived
+    backup has expired, the archive bucket (the archive copy keeps it in STANDARD, same key)."""
+    if backup.primary_expired_at and backup.archive is not None and is_archived(backup):
+        return backup.archive.bucket
+    return backup.bucket
 
 
 def roles_object_mismatch(backup: BackupRecord, data: bytes) -> str | None:
@@ -35,8 +44,9 @@ def roles_object_mismatch(backup: BackupRecord, data: bytes) -> str | None:
     sha256 = hashlib.sha256(data).hexdigest()
     if sha256 == backup.globals.sha256 and len(data) == backup.globals.size_bytes:
         return None
+    where = f"s3://{roles_object_bucket(backup)}/{backup.globals.key}"
     return (
-        f"s3://{backup.bucket}/{backup.globals.key}: {len(data):,} bytes with SHA-256 {sha256}, "
+        f"{where}: {len(data):,} bytes with SHA-256 {sha256}, "
         f"the record says {backup.globals.size_bytes:,} bytes and {backup.globals.sha256}"
     )
 

@@ -34,9 +34,10 @@ def _create_bucket(clients: AwsClients, bucket: str, region: str, *, object_lock
 
 def provision(config: Config, clients: AwsClients, secret_values: dict[str, dict[str, Any] | str]) -> None:
     storage = config.storage
-    _create_bucket(clients, storage.bucket, storage.region)
+    # Every backup is locked until its retention ends, in the primary bucket and the replica.
+    _create_bucket(clients, storage.bucket, storage.region, object_lock=True)
     if storage.replica:
-        _create_bucket(clients, storage.replica.bucket, storage.replica.region)
+        _create_bucket(clients, storage.replica.bucket, storage.replica.region, object_lock=True)
     if storage.archive:
         _create_bucket(clients, storage.archive.bucket, storage.region, object_lock=True)
     create_table(clients.dynamodb, config.catalog.table)

@@ -7,9 +7,14 @@ Once a day per target (the `archive` function, or `drsentry run archive`):
    yet; it is kept too) or expired (it fills no slot and nothing protects it).
 2. Archive: a verified, locked copy in the archive bucket; the record says `archive` only
    when the copy matched the catalog and its lock was read back.
-3. Expire: every copy deleted (archive, replica, primary), then the record `expired`;
-   Object Lock is never bypassed, a refused delete is reported and retried next run.
-4. Metrics, one run notice per target, and a summary in the result.
+3. Extend: a backup the plan now gives a longer-lived slot than its primary copy is locked
+   for gets the later Object Lock date (primary and replica); never shortened.
+4. Expire: every copy deleted (archive, replica, primary), then the record `expired`; a
+   monthly backup whose verified, locked archive copy serves its slot alone loses only its
+   primary and replica copies (`expire_primary`). A backup still under Object Lock is left
+   whole and reported `locked`; Object Lock is never bypassed, a refused delete is reported
+   and retried next run.
+5. Metrics, one run notice per target, and a summary in the result.
 
 `--dry-run` plans and reports without writing anything. A second run right after the
 first finds nothing to do: archived backups carry `archive`, expired ones hold no slot.

@@ -15,7 +15,8 @@ from drsentry.core.records import RunNotice
 # so it lists at most this many rows: the changes first, then kept backups while room is left.
 MAX_RESULT_ROWS = 500
 
-Outcome = Literal["planned", "done", "failed", "refused", "deferred"]
+# locked: due to expire, but its primary copy is under Object Lock until a later date (not a failure).
+Outcome = Literal["planned", "done", "failed", "refused", "deferred", "locked"]
 
 
 class DecisionRow(BaseModel):
@@ -29,6 +30,8 @@ class DecisionRow(BaseModel):
     # None for `keep`; `planned` in a dry run.
     outcome: Outcome | None = None
     detail: str | None = None
+    # Set when this run extended the primary copy's Object Lock to a longer slot's end.
+    retain_until: str | None = None
 
     @classmethod
     def of(cls, decision: RetentionDecision) -> DecisionRow:
@@ -54,6 +57,11 @@ class TargetArchiveReport(BaseModel):
     failed: int = 0
     refused: int = 0
     deferred: int = 0
+    # due to expire but still under Object Lock; primary copies expired (archive copy kept);
+    # primary copies whose lock was extended to a longer slot's end
+    locked: int = 0
+    primary_expired: int = 0
+    extended: int = 0
     # Newest first: every change (archive, expire) and, space permitting, the kept backups.
     decisions: list[DecisionRow] = Field(default_factory=list)
     decisions_omitted: int = 0
@@ -71,12 +79,17 @@ class TargetArchiveReport(BaseModel):
         if self.dry_run:
             return f"dry run for {self.target}: {planned}; nothing changed"
         done = f"archived {self.archived}, expired {self.expired}"
+        if self.primary_expired:
+            done += f", primary copy expired {self.primary_expired}"
+        if self.extended:
+            done += f", lock extended {self.extended}"
         problems = [
             f"{count} {label}"
             for count, label in (
                 (self.failed, "failed"),
                 (self.refused, "refused by Object Lock"),
                 (self.deferred, "left for the next run"),
+                (self.locked, "still under Object Lock"),
             )
             if count
         ]
@@ -90,6 +103,9 @@ class TargetArchiveReport(BaseModel):
         self.failed = sum(outcome == "failed" for _, outcome in outcomes)
         self.refused = sum(outcome == "refused" for _, outcome in outcomes)
         self.deferred = sum(outcome == "deferred" for _, outcome in outcomes)
+        self.locked = sum(outcome == "locked" for _, outcome in outcomes)
+        self.primary_expired = outcomes.count(("expire_primary", "done"))
+        self.extended = sum(row.retain_until is not None for row in rows)
         self.decisions, self.decisions_omitted = result_rows(rows, self.dry_run)
 
 
@@ -132,6 +148,7 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
                 "failed": report.failed,
                 "refused": report.refused,
                 "deferred": report.deferred,
+                "locked": report.locked,
                 "problems": [
                     {
                         "backup_id": row.backup_id,

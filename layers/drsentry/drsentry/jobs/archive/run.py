@@ -15,10 +15,11 @@ from drsentry.core import gfs
 from drsentry.core.errors import DeleteRefused, DrsentryError
 from drsentry.core.gfs import RetentionPlan
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord
+from drsentry.core.records import BackupRecord, iso, parse_iso
 from drsentry.jobs.archive.copy import archive_backup
-from drsentry.jobs.archive.expire import expire_backup
+from drsentry.jobs.archive.expire import StillLocked, expire_backup, expire_primary_copy
 from drsentry.jobs.archive.report import DecisionRow, TargetArchiveReport
+from drsentry.jobs.object_lock import backup_keys, lock_objects
 from drsentry.jobs.runtime import Runtime
 
 # Stop this long before Lambda's hard limit; what is left waits for the next run.
@@ -73,17 +74,27 @@ class ArchiveRun:
             for decision in plan.with_action("archive"):
                 record = records[decision.backup_id]
                 self._apply(rows[decision.backup_id], partial(archive_backup, self.runtime, record, self.now))
-            # Expiries are a few small requests each; a first run over a large old catalog
-            # has thousands, so they run side by side, oldest first: should the run be cut
-            # short, the oldest garbage is gone already.
+            # A backup handed a longer-lived slot than it was locked for gets the later date.
+            for decision in plan.decisions:
+                self._extend_lock(rows[decision.backup_id], decision, records[decision.backup_id])
+            # Expiries (and primary copies an archive copy now replaces) are a few small requests
+            # each; a first run over a large old catalog has thousands, so they run side by side,
+            # oldest first: should the run be cut short, the oldest garbage is gone already.
+            expire = {"expire": expire_backup, "expire_primary": expire_primary_copy}
+            due = [decision for decision in reversed(plan.decisions) if decision.action in expire]
             with ThreadPoolExecutor(max_workers=EXPIRE_CONCURRENCY, thread_name_prefix="expire") as pool:
                 expiries = [
                     pool.submit(
                         self._apply,
                         rows[decision.backup_id],
-                        partial(expire_backup, self.runtime, records[decision.backup_id], decision.reason),
+                        partial(
+                            expire[decision.action],
+                            self.runtime,
+                            records[decision.backup_id],
+                            decision.reason,
+                        ),
                     )
-                    for decision in reversed(plan.with_action("expire"))
+                    for decision in due
                 ]
             for expiry in expiries:
                 expiry.result()  # an unexpected error surfaces here instead of vanishing in a thread
@@ -99,6 +110,9 @@ class ArchiveRun:
             return
         try:
             row.detail = action()
+        except StillLocked as exc:
+            row.outcome, row.detail = "locked", str(exc)
+            return
         except DeleteRefused as exc:
             row.outcome, row.detail = "refused", str(exc)
             logger.warning("expiry refused", extra={**context, "error": str(exc)})
@@ -110,3 +124,42 @@ class ArchiveRun:
             return
         row.outcome = "done"
         logger.info(f"{row.action} done", extra={**context, "detail": row.detail})
+
+    def _extend_lock(self, row: DecisionRow, decision: gfs.RetentionDecision, record: BackupRecord) -> None:
+        """Extend the primary and replica copies' Object Lock to the end of the longest slot the plan
+        now gives the primary copy, when that is later than its lock; never shortened. Backups taken
+        before the primary bucket had Object Lock (no `retain_until`) are left as they are."""
+        if decision.action not in ("keep", "archive") or not record.retain_until or not record.lock_mode:
+            return
+        until = gfs.planned_retain_until(
+            decision, self.config.retention, archive_enabled=self.config.storage.archive is not None
+        )
+        if until is None or until <= parse_iso(record.retain_until):
+            return
+        remaining = self.runtime.remaining_seconds()
+        if remaining is not None and remaining < TIME_MARGIN_SECONDS:
+            return  # the next run extends it, long before the current lock ends
+        try:
+            lock_objects(
+                self.runtime.buckets.bucket(record.bucket),
+                backup_keys(record),
+                mode=record.lock_mode,
+                until=until,
+            )
+            replica = self.config.storage.replica
+            if replica is not None and record.replica == "ok":
+                detail = record.replica_detail
+                bucket = self.runtime.buckets.bucket(
+                    (detail.bucket if detail else None) or replica.bucket,
+                    (detail.region if detail else None) or replica.region,
+                )
+                lock_objects(bucket, backup_keys(record), mode=record.lock_mode, until=until)
+            self.runtime.catalog.update_backup(record.target, record.backup_id, {"retain_until": iso(until)})
+        except DrsentryError as exc:
+            row.outcome, row.detail = "failed", f"extending its Object Lock to {iso(until)} failed: {exc}"
+            logger.error(
+                "lock extension failed",
+                extra={"target": self.target.name, "backup_id": row.backup_id, "error": str(exc)},
+            )
+            return
+        row.retain_until = iso(until)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from drsentry.adapters.secrets import sanitize
@@ -29,6 +30,7 @@ from drsentry.jobs.backup.rules import (
     notice_for,
     object_keys,
 )
+from drsentry.jobs.object_lock import backup_keys, lock_objects
 from drsentry.jobs.runtime import Runtime
 
 # Outside Lambda a run has no deadline; a crashed one's lock expires after this.
@@ -55,6 +57,8 @@ class BackupRun:
         self._watchdog = Watchdog(runtime.remaining_seconds)
         # Set once the completed record is in the catalog: from then on the objects are the backup.
         self._recorded: BackupRecord | None = None
+        # The GFS periods this backup is the first completed backup of (known with its tier).
+        self._first_of: tuple[Tier, ...] = ()
 
     def _lock_ttl(self) -> int:
         remaining = self._watchdog.time_left()
@@ -165,7 +169,18 @@ class BackupRun:
             # record and its tier once the catalog answers again.
             logger.error("catalog unreadable while recording a backup", extra={"error": str(exc)})
             return None
+        self._first_of = gfs.first_of(self.started, previous.started if previous else None)
         return gfs.assign_tier(self.started, previous.started if previous else None)
+
+    def _retain_until(self) -> datetime:
+        """The end of the longest slot the primary copy serves (the archive copy serves the monthly
+        one when archiving is on); with the catalog unreadable, the hour's: an archive run extends it."""
+        return gfs.primary_retain_until(
+            self.started,
+            self._first_of,
+            self.config.retention,
+            archive_enabled=self.config.storage.archive is not None,
+        )
 
     def _store_globals(self, dumped: list[DumpedDatabase]) -> ClusterGlobals:
         captured = dumped[0].outcome.globals
@@ -203,10 +218,14 @@ class BackupRun:
             for key in dump_keys:
                 self.bucket.delete_all_versions(key)
             return self._record_failure(f"writing the roles object failed, backup object removed: {exc}")
+        tier = self._tier()
+        retain_until = self._retain_until()
         record = self._base_record(
             status="completed",
             storage_class="STANDARD",
-            tier=self._tier(),
+            tier=tier,
+            retain_until=iso(retain_until),
+            lock_mode=self.config.storage.lock_mode,
             compression=COMPRESSION,
             replica="pending" if self.config.storage.replica else None,
             globals=cluster_globals,
@@ -232,6 +251,15 @@ class BackupRun:
                 f"record could not be written ({exc}); recover it with "
                 f"`drsentry catalog rebuild --target {record.target}`"
             ) from exc
+        try:
+            # Locked once recorded: until then a stop (a signal, a failed write) removes every
+            # object, which a lock would forbid. A backup that cannot be locked is not completed:
+            # its record is rewritten as failed.
+            lock_objects(
+                self.bucket, backup_keys(record), mode=self.config.storage.lock_mode, until=retain_until
+            )
+        except DrsentryError as exc:
+            return self._record_failure(f"locking the backup failed: {exc}; {self._remove_stored(record)}")
         self._recorded = record
         self._emit_metrics(record)
         logger.info(
@@ -245,6 +273,16 @@ class BackupRun:
             },
         )
         return record
+
+    def _remove_stored(self, record: BackupRecord) -> str:
+        """Remove what a backup that cannot be completed stored; what happened, for its record.
+        A version already locked stays until its date (the archive run expires it then)."""
+        try:
+            for key in record.all_keys():
+                self.bucket.delete_all_versions(key)
+        except DrsentryError as exc:
+            return f"removing its objects failed: {exc}"
+        return "its objects removed"
 
     def _record_failure(self, error: str) -> BackupRecord:
         error = sanitize(error, self._dsn) if self._dsn else error

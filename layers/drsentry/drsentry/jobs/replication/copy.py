@@ -1,6 +1,7 @@
 """Copy mode (``storage.replica.mode: copy``): right after a backup completes,
 ``replicate_backup`` copies the dump, its manifest and its roles object server-side into the
-replica bucket (same keys), keeping the source's metadata and tags, then HEADs the copies and
+replica bucket (same keys), keeping the source's metadata and tags, locks them until the backup's
+Object Lock date (the replica bucket has Object Lock too), then HEADs the copies and
 compares their size and SHA-256 with the backup record. The replica state (``ok`` | ``mismatch`` |
 ``failed``) and where it was checked go on the record. A failed copy never fails the
 backup: it is recorded and the replication check reports it.
@@ -14,7 +15,8 @@ from typing import TYPE_CHECKING
 from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.errors import BackupNotFound, CatalogError, StorageError
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, iso
+from drsentry.core.records import BackupRecord, iso, parse_iso
+from drsentry.jobs.object_lock import backup_keys, lock_objects
 from drsentry.jobs.replication.objects import establish_sha256, facts_of, small_object_facts
 from drsentry.jobs.replication.rules import (
     ObjectFacts,
@@ -98,6 +100,14 @@ def replicate_backup(runtime: Runtime, record: BackupRecord) -> BackupRecord:
         keys = [record.key, record.manifest_key] + ([record.globals.key] if record.globals else [])
         for key in record.all_keys() if record.databases else keys:
             copy_object(source, replica_bucket, key)
+        if record.retain_until and record.lock_mode:
+            # The replica is locked until the same date: it is the copy that survives a lost region.
+            lock_objects(
+                replica_bucket,
+                backup_keys(record),
+                mode=record.lock_mode,
+                until=parse_iso(record.retain_until),
+            )
         # Every dump of the backup (one per database of a backup of several): the first not ok
         # decides; the verified fingerprint is the first dump's.
         judged = [_judge_copy(replica_bucket, dump, replica) for dump in record.database_views()]

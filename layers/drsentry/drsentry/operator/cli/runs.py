@@ -328,8 +328,8 @@ def run_archive(
         print_json(result.document())
     else:
         tiers = ("hourly", "daily", "weekly", "monthly")
-        colours = {"keep": "green", "archive": "cyan", "expire": "yellow"}
-        outcome_colours = {"done": "green", "planned": "dim", "deferred": "yellow"}
+        colours = {"keep": "green", "archive": "cyan", "expire": "yellow", "expire_primary": "yellow"}
+        outcome_colours = {"done": "green", "planned": "dim", "deferred": "yellow", "locked": "yellow"}
         for report in reports:
             title = f"archive {report.target}" + (" (dry run: nothing changed)" if dry_run else "")
             table = Table(title=title, title_justify="left")
@@ -362,7 +362,8 @@ def run_archive(
             if not dry_run:
                 stdout.print(
                     f"archived {report.archived}, expired {report.expired}, failed {report.failed}, "
-                    f"refused {report.refused}, deferred {report.deferred}",
+                    f"refused {report.refused}, deferred {report.deferred}, locked {report.locked}, "
+                    f"primary copies expired {report.primary_expired}, locks extended {report.extended}",
                     highlight=False,
                 )
     if print_targets_not_run(result) or not all(report.ok for report in reports):
