@@ -1,6 +1,8 @@
 """One verification of one backup, start to record: prepare (credentials, the safety rule,
-pg_restore), create the scratch database, stream the object into it, judge the stream, run
-the checks, drop the scratch database, record.
+pg_restore), the scratch server (the target's standing one, or a throwaway one started for the
+run and checked for the extensions the backup needs), create the scratch database, stream the
+object into it, judge the stream, run the checks, drop the scratch database (and the throwaway
+server), record.
 
 It never raises for what it finds: a step that cannot go on raises StepFailed, which fails
 its check and skips the rest with the reason; an unforeseen domain or OS error does the same
@@ -49,7 +51,14 @@ from drsentry.jobs.verify.rules import (
     refuse_unsafe_scratch,
     scratch_database_name,
 )
-from drsentry.jobs.verify.scratch import APPLICATION_NAME, ScratchDatabase, connect
+from drsentry.jobs.verify.scratch import (
+    APPLICATION_NAME,
+    ScratchDatabase,
+    ScratchServer,
+    connect,
+    require_extensions,
+    scratch_server,
+)
 
 # A scratch server need not have the source's tablespaces or security label providers,
 # and a restored subscription must never start pulling from the source's publisher.
@@ -85,6 +94,9 @@ class VerificationRun:
         # Called with the restored database's DSN after the checks, before it is dropped (drill smoke checks).
         self.after_restore = after_restore
         self.restore_seconds: float | None = None
+        self.checks_seconds: float | None = None
+        self.server: ScratchServer | None = None
+        self._scratch: ScratchDatabase | None = None
         self.run_error: str | None = None
         self.skip_reason = "an earlier step failed"
         self._dsns: list[str] = []
@@ -116,6 +128,8 @@ class VerificationRun:
             self.checks.finish(self.skip_reason),
             restore_seconds=self.restore_seconds,
             run_error=self.run_error,
+            server=self.server.reported(self._scratch) if self.server is not None else None,
+            checks_seconds=self.checks_seconds,
         )
         # Metrics first, and a log that cannot be written does not swallow the finding:
         # the run notice still carries it.
@@ -160,29 +174,39 @@ class VerificationRun:
 
     def _verify(self) -> None:
         scratch_dsn, pg_restore = self._prepare()
-        scratch = ScratchDatabase(
-            scratch_dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
-        )
-        with scratch.created_for_the_run():
-            self._restore_and_check(pg_restore, scratch)
-
-    def _prepare(self) -> tuple[str, PgTool]:
-        """Credentials, the safety rule and the tools: everything before touching a server."""
-        credentials = self.runtime.credentials
-        try:
-            scratch_dsn = credentials.dsn(
-                dsn=self.verify.scratch_dsn, secret_name=self.verify.scratch_dsn_secret
+        with scratch_server(scratch_dsn, self.backup, self.config.pg_bin_dir) as server:
+            self.server = server
+            self._dsns.append(server.dsn)
+            scratch = ScratchDatabase(
+                server.dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
             )
+            self._scratch = scratch
+            with scratch.created_for_the_run():
+                if server.throwaway:
+                    require_extensions(server, self.runtime.store, self.backup, pg_restore)
+                self._restore_and_check(pg_restore, scratch)
+
+    def _prepare(self) -> tuple[str | None, PgTool]:
+        """Credentials, the safety rule and the tools: everything before touching a server. No
+        scratch DSN (None) means a throwaway server, which cannot be the source."""
+        credentials = self.runtime.credentials
+        scratch_dsn: str | None = None
+        try:
+            if self.verify.standing_scratch:
+                scratch_dsn = credentials.dsn(
+                    dsn=self.verify.scratch_dsn, secret_name=self.verify.scratch_dsn_secret
+                )
+                postgres.require_dsn(scratch_dsn, "the scratch DSN")
             source_dsn = credentials.dsn(dsn=self.target.dsn, secret_name=self.target.dsn_secret)
-            postgres.require_dsn(scratch_dsn, "the scratch DSN")
             postgres.require_dsn(source_dsn, f"the DSN of target {self.target.name!r}")
         except DrsentryError as exc:
             raise StepFailed(CHECK_RESTORE, f"cannot read the database credentials: {exc}") from exc
-        self._dsns = [scratch_dsn, source_dsn]
-        try:
-            refuse_unsafe_scratch(source_dsn, scratch_dsn, self.scratch_db, self.target.name)
-        except VerificationRefused as exc:
-            raise StepFailed(CHECK_RESTORE, str(exc)) from exc
+        self._dsns = [source_dsn] if scratch_dsn is None else [scratch_dsn, source_dsn]
+        if scratch_dsn is not None:
+            try:
+                refuse_unsafe_scratch(source_dsn, scratch_dsn, self.scratch_db, self.target.name)
+            except VerificationRefused as exc:
+                raise StepFailed(CHECK_RESTORE, str(exc)) from exc
         try:
             pg_restore = find_tool("pg_restore", self.config.pg_bin_dir)
         except DrsentryError as exc:
@@ -225,7 +249,9 @@ class VerificationRun:
                 time_left=self.time_left,
             )
             self.runtime.progress.phase(f"verify {self.target.name}: checking the restored database")
+            checks_started = time.monotonic()
             checks.run(restored_dsn, expected, roles)
+            self.checks_seconds = round(time.monotonic() - checks_started, 3)
             judge_restore_time(self.checks, self.restore_seconds, self.config.rto.total_seconds())
             if self.after_restore is not None:
                 self.after_restore(restored_dsn)
@@ -243,7 +269,10 @@ class VerificationRun:
                 restored_dsn,
                 pg_restore,
                 options=RESTORE_OPTIONS,
-                session_settings=SCRATCH_SESSION_SETTINGS,
+                session_settings={
+                    **SCRATCH_SESSION_SETTINGS,
+                    **(self.server.session_settings if self.server else {}),
+                },
                 remaining_seconds=self.time_left.remaining,
                 application_name=APPLICATION_NAME,
                 progress=progress,
@@ -258,6 +287,8 @@ class VerificationRun:
         except DrsentryError as exc:
             raise StepFailed(CHECK_RESTORE, str(exc)) from exc
         self.restore_seconds = outcome.restore_seconds
+        if self.server is not None and outcome.restore_error:
+            outcome.restore_error = self.server.explain_restore_error(outcome.restore_error)
         return outcome
 
     def _bring_roles(self, server_dsn: str) -> RolesRestored:
@@ -265,7 +296,7 @@ class VerificationRun:
         server lacks, created there from the backup's roles object (read whole, a few kilobytes,
         and judged against the record). Created roles stay: they belong to the whole server, and a
         concurrent verification may be restoring objects owned by them."""
-        roles = RolesRestored()
+        roles = RolesRestored(throwaway_server=self.server is not None and self.server.throwaway)
         backup_globals = self.backup.globals
         if backup_globals is None:
             return roles
