@@ -25,6 +25,7 @@ from drsentry.adapters.pgtools import PgTool, find_tool, major_version
 from drsentry.adapters.secrets import redact, sanitize
 from drsentry.adapters.sns import Topic
 from drsentry.adapters.table.keys import BACKUP_ID_INDEX, TTL_ATTRIBUTE
+from drsentry.adapters.throwaway_server import find_server_binaries
 from drsentry.core.config import TargetConfig, format_duration
 from drsentry.core.errors import BucketNotFound, DrsentryError
 from drsentry.jobs.replication.rules import region_problems, versioning_problem
@@ -124,7 +125,7 @@ class ReadinessRun:
                 partial(self._dsn_check, target.dsn, target.dsn_secret, "source database"),
                 target.name,
             )
-            if target.verify is not None:
+            if target.verify is not None and target.verify.standing_scratch:
                 verify = target.verify
                 self.list.run(
                     "credentials",
@@ -157,6 +158,14 @@ class ReadinessRun:
             self.tools[name] = tool
             self.list.add("pg tools", "pass", f"{name} {tool.version} ({tool.origin}: {tool.path})")
 
+    def _throwaway_binaries(self) -> tuple[CheckState, str]:
+        binaries = find_server_binaries(self.config.pg_bin_dir)
+        return (
+            "pass",
+            f"no scratch server named: verify starts a throwaway PostgreSQL {binaries.version} "
+            f"({binaries.postgres.origin}: {binaries.postgres.path})",
+        )
+
     def _databases(self, target: TargetConfig) -> None:
         versions: dict[str, str] = {}
 
@@ -166,7 +175,9 @@ class ReadinessRun:
             return "pass", f"source {redact(dsn)} answers: PostgreSQL {versions['source']}"
 
         self.list.run("connectivity", source, target.name)
-        if target.verify is not None:
+        if target.verify is not None and not target.verify.standing_scratch:
+            self.list.run("connectivity", self._throwaway_binaries, target.name)
+        elif target.verify is not None:
             verify = target.verify
 
             def scratch() -> tuple[CheckState, str]:
