@@ -747,3 +747,11 @@ def test_the_deployed_catalog_table_and_bucket_are_what_the_code_expects(
         "SSEAlgorithm": "aws:kms",
         "KMSMasterKeyID": outputs["KmsKeyArn"],
     }
+
+
+def test_the_verify_functions_tmp_is_a_parameter_up_to_lambdas_limit(sam: Json, cfn: Json) -> None:
+    # A throwaway verify server's data directory lives in the verify function's /tmp
+    parameter = sam["Parameters"]["VerifyEphemeralStorageMB"]
+    assert parameter["MinValue"] == 512 and parameter["MaxValue"] == 10240
+    verify = cfn["Resources"]["VerifyFunction"]["Properties"]
+    assert verify["EphemeralStorage"] == {"Size": {"Ref": "VerifyEphemeralStorageMB"}}
