@@ -57,6 +57,16 @@ class ReadinessReport(BaseModel):
 CHECK_ERRORS = (DrsentryError, psycopg.Error, OSError, *AWS_ERRORS)
 
 
+def throwaway_binaries(pg_bin_dir: str | None) -> tuple[CheckState, str]:
+    """A target without a scratch server: the server binaries verify would start."""
+    binaries = find_server_binaries(pg_bin_dir)
+    return (
+        "pass",
+        f"no scratch server named: verify starts a throwaway PostgreSQL {binaries.version} "
+        f"({binaries.postgres.origin}: {binaries.postgres.path})",
+    )
+
+
 class _Checklist:
     def __init__(self) -> None:
         self.checks: list[ReadinessCheck] = []
@@ -158,14 +168,6 @@ class ReadinessRun:
             self.tools[name] = tool
             self.list.add("pg tools", "pass", f"{name} {tool.version} ({tool.origin}: {tool.path})")
 
-    def _throwaway_binaries(self) -> tuple[CheckState, str]:
-        binaries = find_server_binaries(self.config.pg_bin_dir)
-        return (
-            "pass",
-            f"no scratch server named: verify starts a throwaway PostgreSQL {binaries.version} "
-            f"({binaries.postgres.origin}: {binaries.postgres.path})",
-        )
-
     def _databases(self, target: TargetConfig) -> None:
         versions: dict[str, str] = {}
 
@@ -176,7 +178,7 @@ class ReadinessRun:
 
         self.list.run("connectivity", source, target.name)
         if target.verify is not None and not target.verify.standing_scratch:
-            self.list.run("connectivity", self._throwaway_binaries, target.name)
+            self.list.run("connectivity", partial(throwaway_binaries, self.config.pg_bin_dir), target.name)
         elif target.verify is not None:
             verify = target.verify
 
