@@ -46,6 +46,7 @@ import probe
 import psutil
 import psycopg
 import report
+import throwaway
 import yaml
 import zstandard
 from psycopg import sql
@@ -65,7 +66,7 @@ TMP = WORK / "tmp"
 RESULTS = BENCH / "results"
 RESULTS_MARKDOWN = BENCH / "RESULTS.md"
 SMALL_SCALE = 0.1
-SECTIONS = ("backup", "memory", "phases", "verify", "replication", "gfs", "cold-start")
+SECTIONS = ("backup", "memory", "phases", "verify", "replication", "gfs", "cold-start", "throwaway")
 SEEDS_PREFIX = "bench-seeds/"
 # Before each sample, wait until the machine (nothing of ours running) uses less than this many
 # cores: other people's test suites share it. 0 turns the wait off.
@@ -563,7 +564,7 @@ def main() -> int:
     TMP.mkdir(parents=True, exist_ok=True)
     bench: Bench | None = None
     try:
-        if sections & {"backup", "memory", "phases", "verify"}:
+        if sections & {"backup", "memory", "phases", "verify", "throwaway"}:
             with local_stack() as stack_document:
                 bench = Bench(stack_document, args.repeat, args.compression_level, args.quiet_cores)
                 default = benchdb.ensure(bench.admin_dsn, bench.bin_dir, scale)
@@ -582,6 +583,9 @@ def main() -> int:
                     document["backup_phases"] = bench.phases_section("backup", default)
                 if "verify" in sections:
                     document["verify"] = bench.verify_section(default)
+                if "throwaway" in sections:
+                    log("verify into a throwaway server against a bare pg_restore (infra/bench/throwaway.py)")
+                    document["throwaway"] = throwaway.throwaway_section(bench, default)
                 if "phases" in sections:
                     log("one instrumented verification (where the time goes)")
                     document["verify_phases"] = bench.phases_section("verify", default)
@@ -634,7 +638,7 @@ def main() -> int:
     log(f"result written to {relative}" + (f" and {RESULTS_MARKDOWN.relative_to(REPO)}" if complete else ""))
     failures = [
         sample
-        for section in ("backup", "memory", "verify")
+        for section in ("backup", "memory", "verify", "throwaway")
         for sample in document.get(section, {}).get("samples", [])
         if sample["returncode"] != 0
     ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from locked_objects import destroy_every_version
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from roles_database import RolesDatabase
 
@@ -232,15 +233,7 @@ def test_verification_fails_when_the_roles_object_is_deleted(
     record: BackupRecord = backup_target(runtime, "app")
     assert record.status == "completed", record.error
     assert record.globals is not None
-    for version in clients.s3().list_object_versions(Bucket=record.bucket, Prefix=record.globals.key)[
-        "Versions"
-    ]:
-        clients.s3().delete_object(
-            Bucket=record.bucket,
-            Key=record.globals.key,
-            VersionId=version["VersionId"],
-            BypassGovernanceRetention=True,
-        )
+    destroy_every_version(clients.s3(), record.bucket, record.globals.key)
 
     # When it is verified
     verification = verify_backup(runtime, "app", record)

@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
+from locked_objects import destroy_every_version
 from typer.testing import CliRunner
 
 from drsentry.adapters.buckets import ObjectStore
@@ -226,14 +227,7 @@ def test_truncated_object_fails_checksum_and_archive(runtime: Runtime, backup: B
 
 def test_missing_object_fails_and_says_so(runtime: Runtime, backup: BackupRecord) -> None:
     # (the backup is under Object Lock: only someone who may bypass governance can delete it)
-    s3 = runtime.store.s3
-    for version in s3.list_object_versions(Bucket=backup.bucket, Prefix=backup.key)["Versions"]:
-        s3.delete_object(
-            Bucket=backup.bucket,
-            Key=backup.key,
-            VersionId=version["VersionId"],
-            BypassGovernanceRetention=True,
-        )
+    destroy_every_version(runtime.store.s3, backup.bucket, backup.key)
 
     record = verify_backup(runtime, "app", backup)
 

@@ -1043,3 +1043,11 @@ def test_log_groups_are_encrypted_with_the_stack_key_which_cloudwatch_logs_may_u
     assert "kms:GenerateDataKey" in logs["Action"]
     (context,) = logs["Condition"]["ArnLike"].values()
     assert context["Fn::Sub"].endswith(":log-group:/drsentry/${AWS::StackName}/*")
+
+
+def test_the_verify_functions_tmp_is_a_parameter_up_to_lambdas_limit(sam: Json, cfn: Json) -> None:
+    # A throwaway verify server's data directory lives in the verify function's /tmp
+    parameter = sam["Parameters"]["VerifyEphemeralStorageMB"]
+    assert parameter["MinValue"] == 512 and parameter["MaxValue"] == 10240
+    verify = cfn["Resources"]["VerifyFunction"]["Properties"]
+    assert verify["EphemeralStorage"] == {"Size": {"Ref": "VerifyEphemeralStorageMB"}}

@@ -187,6 +187,16 @@ class Session:
         with self._translated():
             return {str(row[0]) for row in self._conn.execute("select datname from pg_database")}
 
+    def available_extensions(self) -> set[str]:
+        """The extensions this server could create (their control files are installed)."""
+        with self._translated():
+            return {str(row[0]) for row in self._conn.execute("select name from pg_available_extensions")}
+
+    def server_version(self) -> str:
+        """`server_version` without the build suffix, e.g. `18.6`."""
+        with self._translated():
+            return server_version(self._conn)
+
     def defined_objects(self) -> set[tuple[str, str, str]]:
         """(kind, schema, name) of the schemas, extensions, types, domains and functions in this
         database, named as pg_restore lists them (schema "-" for schemas and extensions)."""

@@ -158,9 +158,15 @@ class VerifyConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_scratch_source(self) -> VerifyConfig:
-        if bool(self.scratch_dsn_secret) == bool(self.scratch_dsn):
-            raise ValueError("set exactly one of scratch_dsn_secret or scratch_dsn")
+        # Neither: verify starts a blank throwaway server per run (the default).
+        if self.scratch_dsn_secret and self.scratch_dsn:
+            raise ValueError("set at most one of scratch_dsn_secret or scratch_dsn")
         return self
+
+    @property
+    def standing_scratch(self) -> bool:
+        """A scratch server is named; otherwise each verification starts its own throwaway server."""
+        return bool(self.scratch_dsn_secret or self.scratch_dsn)
 
 
 _BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

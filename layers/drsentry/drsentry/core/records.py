@@ -385,6 +385,17 @@ class Check(BaseModel):
     detail: str = ""
 
 
+class VerifyServer(BaseModel):
+    """Which server a verification restored into (CONTRACT.md: throwaway or standing, its version,
+    its start seconds), and the settings of a throwaway one that differ from PostgreSQL's defaults."""
+
+    kind: Literal["throwaway", "standing"]
+    version: str | None = None
+    # Seconds from initdb to ready; None for a standing server (nothing was started).
+    start_seconds: float | None = None
+    settings: dict[str, str] = Field(default_factory=dict)
+
+
 def new_verification_id() -> str:
     """Milliseconds since the epoch (hex) then randomness: records of one second still sort by time."""
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
@@ -409,6 +420,10 @@ class VerificationRecord(BaseModel):
     error_details: str | None = None
     runner: RunnerUsed | None = None
     run_id: str | None = None
+    server: VerifyServer | None = None
+    # The time split beside restore_seconds (the restore alone, compared with the RTO) and
+    # server.start_seconds: the checks on the restored database.
+    checks_seconds: float | None = None
 
     @property
     def failed_checks(self) -> list[Check]:

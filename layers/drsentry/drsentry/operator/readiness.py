@@ -25,6 +25,7 @@ from drsentry.adapters.pgtools import PgTool, find_tool, major_version
 from drsentry.adapters.secrets import Credentials, conninfo_to_dict, redact, sanitize
 from drsentry.adapters.sns import Topic
 from drsentry.adapters.table.keys import BACKUP_ID_INDEX, TTL_ATTRIBUTE
+from drsentry.adapters.throwaway_server import find_server_binaries
 from drsentry.adapters.tls import choose_tls, is_local_host
 from drsentry.core.config import TargetConfig, format_duration
 from drsentry.core.errors import BucketNotFound, DrsentryError
@@ -55,6 +56,16 @@ class ReadinessReport(BaseModel):
 
 # What a check may fail with: its reason becomes the check's line, the other checks still run.
 CHECK_ERRORS = (DrsentryError, psycopg.Error, OSError, *AWS_ERRORS)
+
+
+def throwaway_binaries(pg_bin_dir: str | None) -> tuple[CheckState, str]:
+    """A target without a scratch server: the server binaries verify would start."""
+    binaries = find_server_binaries(pg_bin_dir)
+    return (
+        "pass",
+        f"no scratch server named: verify starts a throwaway PostgreSQL {binaries.version} "
+        f"({binaries.postgres.origin}: {binaries.postgres.path})",
+    )
 
 
 class _Checklist:
@@ -145,7 +156,7 @@ class ReadinessRun:
                 partial(self._dsn_check, target.dsn, target.dsn_secret, "source database"),
                 target.name,
             )
-            if target.verify is not None:
+            if target.verify is not None and target.verify.standing_scratch:
                 verify = target.verify
                 self.list.run(
                     "credentials",
@@ -188,7 +199,9 @@ class ReadinessRun:
 
         self.list.run("connectivity", source, target.name)
         self.list.run("tls", partial(tls_check, self.runtime.credentials, target), target.name)
-        if target.verify is not None:
+        if target.verify is not None and not target.verify.standing_scratch:
+            self.list.run("connectivity", partial(throwaway_binaries, self.config.pg_bin_dir), target.name)
+        elif target.verify is not None:
             verify = target.verify
 
             def scratch() -> tuple[CheckState, str]:

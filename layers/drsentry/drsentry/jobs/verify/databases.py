@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, Check, CheckSeverity, VerificationRecord
+from drsentry.core.records import BackupRecord, Check, CheckSeverity, VerificationRecord, VerifyServer
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.storage_manifest.compare import storage_check_name
 from drsentry.jobs.verify.checks import check_storage
@@ -30,6 +30,12 @@ from drsentry.jobs.verify.run import DatabaseScope, VerificationRun, put_verific
 
 def database_check(database: str, check: Check) -> Check:
     return check.model_copy(update={"name": f"{database}: {check.name}"})
+
+
+def summed_start(servers: list[VerifyServer]) -> float | None:
+    """Seconds spent starting throwaway servers; None when none was started (standing)."""
+    started = [server.start_seconds for server in servers if server.start_seconds is not None]
+    return round(sum(started), 3) if started else None
 
 
 class SeveralDatabasesVerification:
@@ -55,6 +61,8 @@ class SeveralDatabasesVerification:
         checks: list[Check] = []
         restore_seconds = 0.0
         errors: list[str] = []
+        servers: list[VerifyServer] = []
+        checks_seconds = 0.0
         for index, view in enumerate(self.backup.database_views()):
             scope = DatabaseScope(names[index], index, names)
             run = VerificationRun(
@@ -72,6 +80,9 @@ class SeveralDatabasesVerification:
                 if check.name != CHECK_RTO
             ]
             restore_seconds += run.restore_seconds or 0.0
+            checks_seconds += run.checks_seconds or 0.0
+            if (server := run.server_report()) is not None:
+                servers.append(server)
             if run.run_error:
                 errors.append(f"{scope.name}: {run.run_error}")
         checks += self._backup_checks(restore_seconds if not errors else None)
@@ -82,6 +93,12 @@ class SeveralDatabasesVerification:
             checks,
             restore_seconds=round(restore_seconds, 3),
             run_error="; ".join(errors) or None,
+            # Each database had a server of its own kind and version: the first one's report, the
+            # start seconds summed (the time split covers every database).
+            server=servers[0].model_copy(update={"start_seconds": summed_start(servers)})
+            if servers
+            else None,
+            checks_seconds=round(checks_seconds, 3),
         ).model_copy(update={"runner": self.runtime.runner, "run_id": self.runtime.run_id})
         emit_metrics(record)
         record = put_verification(self.log, record)

@@ -13,6 +13,7 @@ from drsentry.core.records import (
     RunNotice,
     Severity,
     VerificationRecord,
+    VerifyServer,
     derive_status,
     iso,
 )
@@ -31,6 +32,8 @@ def verification_record(
     *,
     restore_seconds: float | None,
     run_error: str | None,
+    server: VerifyServer | None = None,
+    checks_seconds: float | None = None,
 ) -> VerificationRecord:
     """The log's record; a run that stopped (`run_error`) is a failure whatever its checks say."""
     age_hours = (verified - backup.started).total_seconds() / 3600
@@ -49,6 +52,8 @@ def verification_record(
         restore_seconds=restore_seconds,
         checks=checks,
         error_details=error_details,
+        server=server,
+        checks_seconds=checks_seconds,
     )
 
 

@@ -406,6 +406,8 @@ class RolesRestored:
     not_in_globals: list[str] = field(default_factory=list)
     # Created on the scratch server from the roles object for this run.
     created: list[str] = field(default_factory=list)
+    # On a throwaway server they go with the server; on a standing one they stay.
+    throwaway_server: bool = False
 
 
 def acl_differences(
@@ -478,9 +480,13 @@ def judge_roles(
     if problems:
         checks.failed(CHECK_ROLES, "; ".join(problems))
         return
+    kept = (
+        "removed with the throwaway server"
+        if roles.throwaway_server
+        else "they stay there: roles belong to the whole server, not to the scratch database"
+    )
     created = (
-        f"{', '.join(roles.created)} created on the scratch server from the roles object "
-        "(they stay there: roles belong to the whole server, not to the scratch database)"
+        f"{', '.join(roles.created)} created on the scratch server from the roles object ({kept})"
         if roles.created
         else "none had to be created on the scratch server"
     )

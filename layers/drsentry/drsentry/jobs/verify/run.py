@@ -1,6 +1,8 @@
 """One verification of one backup, start to record: prepare (credentials, the safety rule,
-pg_restore), create the scratch database, stream the object into it, judge the stream, run
-the checks, drop the scratch database, record.
+pg_restore), the scratch server (the target's standing one, or a throwaway one started for the
+run and checked for the extensions the backup needs), create the scratch database, stream the
+object into it, judge the stream, run the checks, drop the scratch database (and the throwaway
+server), record.
 
 It never raises for what it finds: a step that cannot go on raises StepFailed, which fails
 its check and skips the rest with the reason; an unforeseen domain or OS error does the same
@@ -28,7 +30,7 @@ from drsentry.core.config import VerifyConfig
 from drsentry.core.errors import BadInput, CatalogError, DrsentryError, PostgresError, StorageError
 from drsentry.core.globals import ClusterRoles, GlobalsUnreadable, parse_globals
 from drsentry.core.observability import logger
-from drsentry.core.records import BackupRecord, VerificationRecord
+from drsentry.core.records import BackupRecord, VerificationRecord, VerifyServer
 from drsentry.jobs.roles import roles_object_bytes, roles_on_server
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.checks import RestoredDatabaseChecks, check_storage
@@ -51,7 +53,14 @@ from drsentry.jobs.verify.rules import (
     scratch_database_name,
     verify_for_database,
 )
-from drsentry.jobs.verify.scratch import APPLICATION_NAME, ScratchDatabase, connect
+from drsentry.jobs.verify.scratch import (
+    APPLICATION_NAME,
+    ScratchDatabase,
+    ScratchServer,
+    connect,
+    require_extensions,
+    scratch_server,
+)
 
 # A scratch server need not have the source's tablespaces or security label providers,
 # and a restored subscription must never start pulling from the source's publisher.
@@ -84,6 +93,22 @@ def put_verification(log: VerificationLog, record: VerificationRecord) -> Verifi
             update={"error_details": f"{record.error_details}; {note}" if record.error_details else note}
         )
     return record
+
+
+def restore_tool(pg_bin_dir: str | None, backup: BackupRecord) -> PgTool:
+    """The pg_restore that can read the backup's archive (its major at least pg_dump's)."""
+    try:
+        pg_restore = find_tool("pg_restore", pg_bin_dir)
+    except DrsentryError as exc:
+        raise StepFailed(CHECK_RESTORE, str(exc)) from exc
+    dumped_by = backup.pg_dump_version
+    if dumped_by and pg_restore.major < major_version(dumped_by):
+        raise StepFailed(
+            CHECK_RESTORE,
+            f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read an archive written by "
+            f"pg_dump {dumped_by}; install pg_restore {major_version(dumped_by)} or newer",
+        )
+    return pg_restore
 
 
 class VerificationRun:
@@ -119,6 +144,9 @@ class VerificationRun:
         # Called with the restored database's DSN after the checks, before it is dropped (drill smoke checks).
         self.after_restore = after_restore
         self.restore_seconds: float | None = None
+        self.checks_seconds: float | None = None
+        self.server: ScratchServer | None = None
+        self._scratch: ScratchDatabase | None = None
         self.run_error: str | None = None
         self.skip_reason = "an earlier step failed"
         self._dsns: list[str] = []
@@ -144,6 +172,8 @@ class VerificationRun:
             self.checks.finish(self.skip_reason),
             restore_seconds=self.restore_seconds,
             run_error=self.run_error,
+            server=self.server_report(),
+            checks_seconds=self.checks_seconds,
         ).model_copy(update={"runner": self.runtime.runner, "run_id": self.runtime.run_id})
         # Metrics first, and a log that cannot be written does not swallow the finding:
         # the run notice still carries it.
@@ -162,6 +192,10 @@ class VerificationRun:
             },
         )
         return record
+
+    def server_report(self) -> VerifyServer | None:
+        """The record's `server`: None when the run stopped before it had one."""
+        return self.server.reported(self._scratch) if self.server is not None else None
 
     def restore_and_check(self) -> None:
         """Restore into the scratch database and check it; what fails is in `checks`."""
@@ -184,41 +218,40 @@ class VerificationRun:
 
     def _verify(self) -> None:
         scratch_dsn, pg_restore = self._prepare()
-        scratch = ScratchDatabase(
-            scratch_dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
-        )
-        with scratch.created_for_the_run():
-            self._restore_and_check(pg_restore, scratch)
-
-    def _prepare(self) -> tuple[str, PgTool]:
-        """Credentials, the safety rule and the tools: everything before touching a server."""
-        credentials = self.runtime.credentials
-        try:
-            scratch_dsn = credentials.dsn(
-                dsn=self.verify.scratch_dsn, secret_name=self.verify.scratch_dsn_secret
+        with scratch_server(scratch_dsn, self.backup, self.config.pg_bin_dir) as server:
+            self.server = server
+            self._dsns.append(server.dsn)
+            scratch = ScratchDatabase(
+                server.dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
             )
+            self._scratch = scratch
+            with scratch.created_for_the_run():
+                if server.throwaway:
+                    require_extensions(server, self.runtime.store, self.backup, pg_restore)
+                self._restore_and_check(pg_restore, scratch)
+
+    def _prepare(self) -> tuple[str | None, PgTool]:
+        """Credentials, the safety rule and the tools: everything before touching a server. No
+        scratch DSN (None) means a throwaway server, which cannot be the source."""
+        credentials = self.runtime.credentials
+        scratch_dsn: str | None = None
+        try:
+            if self.verify.standing_scratch:
+                scratch_dsn = credentials.dsn(
+                    dsn=self.verify.scratch_dsn, secret_name=self.verify.scratch_dsn_secret
+                )
+                postgres.require_dsn(scratch_dsn, "the scratch DSN")
             source_dsn = credentials.target_dsn(self.target)
-            postgres.require_dsn(scratch_dsn, "the scratch DSN")
             postgres.require_dsn(source_dsn, f"the DSN of target {self.target.name!r}")
         except DrsentryError as exc:
             raise StepFailed(CHECK_RESTORE, f"cannot read the database credentials: {exc}") from exc
-        self._dsns = [scratch_dsn, source_dsn]
-        try:
-            refuse_unsafe_scratch(source_dsn, scratch_dsn, self.scratch_db, self.target.name)
-        except VerificationRefused as exc:
-            raise StepFailed(CHECK_RESTORE, str(exc)) from exc
-        try:
-            pg_restore = find_tool("pg_restore", self.config.pg_bin_dir)
-        except DrsentryError as exc:
-            raise StepFailed(CHECK_RESTORE, str(exc)) from exc
-        dumped_by = self.backup.pg_dump_version
-        if dumped_by and pg_restore.major < major_version(dumped_by):
-            raise StepFailed(
-                CHECK_RESTORE,
-                f"pg_restore {pg_restore.version} ({pg_restore.path}) cannot read an archive written by "
-                f"pg_dump {dumped_by}; install pg_restore {major_version(dumped_by)} or newer",
-            )
-        return scratch_dsn, pg_restore
+        self._dsns = [source_dsn] if scratch_dsn is None else [scratch_dsn, source_dsn]
+        if scratch_dsn is not None:
+            try:
+                refuse_unsafe_scratch(source_dsn, scratch_dsn, self.scratch_db, self.target.name)
+            except VerificationRefused as exc:
+                raise StepFailed(CHECK_RESTORE, str(exc)) from exc
+        return scratch_dsn, restore_tool(self.config.pg_bin_dir, self.backup)
 
     def _restore_and_check(self, pg_restore: PgTool, scratch: ScratchDatabase) -> None:
         restored_dsn = scratch.dsn
@@ -250,7 +283,9 @@ class VerificationRun:
                 database=self.database.name if self.database is not None else None,
             )
             self.runtime.progress.phase(f"verify {self.target.name}: checking the restored database")
+            checks_started = time.monotonic()
             checks.run(restored_dsn, expected, roles)
+            self.checks_seconds = round(time.monotonic() - checks_started, 3)
             judge_restore_time(self.checks, self.restore_seconds, self.config.rto.total_seconds())
             if self.after_restore is not None:
                 self.after_restore(restored_dsn)
@@ -268,7 +303,10 @@ class VerificationRun:
                 restored_dsn,
                 pg_restore,
                 options=RESTORE_OPTIONS,
-                session_settings=SCRATCH_SESSION_SETTINGS,
+                session_settings={
+                    **SCRATCH_SESSION_SETTINGS,
+                    **(self.server.session_settings if self.server else {}),
+                },
                 remaining_seconds=self.time_left.remaining,
                 application_name=APPLICATION_NAME,
                 progress=progress,
@@ -283,6 +321,8 @@ class VerificationRun:
         except DrsentryError as exc:
             raise StepFailed(CHECK_RESTORE, str(exc)) from exc
         self.restore_seconds = outcome.restore_seconds
+        if self.server is not None and outcome.restore_error:
+            outcome.restore_error = self.server.explain_restore_error(outcome.restore_error)
         return outcome
 
     def _bring_roles(self, server_dsn: str) -> RolesRestored:
@@ -290,7 +330,7 @@ class VerificationRun:
         server lacks, created there from the backup's roles object (read whole, a few kilobytes,
         and judged against the record). Created roles stay: they belong to the whole server, and a
         concurrent verification may be restoring objects owned by them."""
-        roles = RolesRestored()
+        roles = RolesRestored(throwaway_server=self.server is not None and self.server.throwaway)
         backup_globals = self.backup.globals
         if backup_globals is None:
             return roles

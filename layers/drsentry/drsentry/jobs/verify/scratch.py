@@ -1,5 +1,11 @@
-"""The scratch database's life on the scratch server: leftovers of crashed runs dropped, a fresh
-database created and marked with the run that owns it, dropped again whatever happened.
+"""The scratch server a verification restores into, and the scratch database's life on it:
+leftovers of crashed runs dropped, a fresh database created and marked with the run that owns
+it, dropped again whatever happened.
+
+The server is either the standing one the target names (`scratch_dsn(_secret)`) or, by default,
+a blank throwaway server started for this run and destroyed with its directory after it
+(adapters/throwaway_server.py); before starting one, the binaries' major version and the
+scratch space are checked against the backup (server_rules.py).
 
 Concurrent runs share the scratch server, so a leftover is only a database nobody is
 connected to whose comment (or lack of one) says it is not a run just starting: a run holds a
@@ -11,15 +17,38 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from drsentry.adapters import postgres
+from drsentry.adapters.archive_head import (
+    SCHEMA_CHUNK_BYTES,
+    SchemaUnreadable,
+    listed_extensions,
+    read_listing,
+)
+from drsentry.adapters.buckets import ObjectStore
+from drsentry.adapters.pgtools import PgTool
 from drsentry.adapters.secrets import make_conninfo
-from drsentry.core.errors import ConnectionLost, DatabaseExists, PostgresError
+from drsentry.adapters.throwaway_server import (
+    SERVER_OVERHEAD_BYTES,
+    ServerNotStarted,
+    find_server_binaries,
+    free_bytes,
+    throwaway_server,
+)
+from drsentry.core.errors import ConnectionLost, DatabaseExists, PostgresError, StorageError
 from drsentry.core.observability import logger
-from drsentry.core.records import iso, parse_iso
+from drsentry.core.records import BackupRecord, VerifyServer, iso, parse_iso
 from drsentry.jobs.verify.rules import CHECK_RESTORE, SCRATCH_PREFIX, StepFailed
+from drsentry.jobs.verify.server_rules import (
+    extensions_problem,
+    ran_out_of_space,
+    space_message,
+    space_problem,
+    version_problem,
+)
 
 APPLICATION_NAME = "drsentry-verify"
 # A scratch database this young with nobody connected may be a run between CREATE DATABASE
@@ -35,6 +64,123 @@ def connect(dsn: str, problem: str, check: str = CHECK_RESTORE) -> postgres.Sess
         return postgres.connect(dsn, application_name=APPLICATION_NAME)
     except PostgresError as exc:
         raise StepFailed(check, f"{problem}: {exc}") from exc
+
+
+@dataclass
+class ScratchServer:
+    """The server this verification restores into, as its record reports it."""
+
+    dsn: str
+    record: VerifyServer
+    # pg_restore's session settings on this server (a throwaway one's own maintenance_work_mem).
+    session_settings: dict[str, str] = field(default_factory=dict)
+    # Scratch space before the restore, and what the backup was estimated to need (throwaway only).
+    free_bytes: int | None = None
+    needed_bytes: int | None = None
+    # The server's own log (a throwaway server's; a standing server's is not ours to read): a
+    # full disk can crash the server, and then only its log says why.
+    server_log: Callable[[], str] = lambda: ""
+
+    @property
+    def throwaway(self) -> bool:
+        return self.record.kind == "throwaway"
+
+    def reported(self, database: ScratchDatabase | None) -> VerifyServer:
+        """The record's `server`: a standing server's version as its scratch database read it."""
+        if self.record.version is None and database is not None and database.server_version:
+            return self.record.model_copy(update={"version": database.server_version})
+        return self.record
+
+    def explain_restore_error(self, restore_error: str) -> str:
+        """A throwaway server's "could not extend file ... No space left on device" (or a crash
+        on a full WAL disk, said only in its log) as what to change; other errors as they are."""
+        if self.throwaway and (ran_out_of_space(restore_error) or ran_out_of_space(self.server_log())):
+            return space_message(self.needed_bytes, self.free_bytes or 0)
+        return restore_error
+
+
+def require_extensions(
+    server: ScratchServer, store: ObjectStore, backup: BackupRecord, pg_restore: PgTool
+) -> None:
+    """The extensions the archive's table of contents creates, against those the server has: a
+    missing one fails before the restore, in one line. A head that cannot be read is left to the
+    restore, which reads the whole object and names the real cause."""
+    chunks = store.iter_chunks(backup.bucket, backup.key, SCHEMA_CHUNK_BYTES)
+    try:
+        needed = listed_extensions(read_listing(chunks, pg_restore))
+    except (SchemaUnreadable, StorageError) as exc:
+        logger.warning(
+            "table of contents unreadable before the restore",
+            extra={"backup_id": backup.backup_id, "error": str(exc)},
+        )
+        return
+    if not needed:
+        return
+    admin = connect(server.dsn, "throwaway verify server unreachable")
+    with admin:
+        try:
+            available = admin.available_extensions()
+        except PostgresError as exc:
+            raise StepFailed(CHECK_RESTORE, f"throwaway verify server: {exc}") from exc
+    problem = extensions_problem(needed, available, server.record.version or "?")
+    if problem:
+        raise StepFailed(CHECK_RESTORE, problem)
+
+
+def scratch_server(
+    scratch_dsn: str | None, backup: BackupRecord, pg_bin_dir: str | None
+) -> AbstractContextManager[ScratchServer]:
+    """The target's standing server when it names one, else a throwaway server for this run."""
+    if scratch_dsn is not None:
+        return standing_server(scratch_dsn)
+    return throwaway_scratch_server(backup, pg_bin_dir)
+
+
+@contextmanager
+def standing_server(dsn: str) -> Iterator[ScratchServer]:
+    """The target's own scratch server: nothing to start or stop."""
+    yield ScratchServer(dsn=dsn, record=VerifyServer(kind="standing"))
+
+
+@contextmanager
+def throwaway_scratch_server(backup: BackupRecord, pg_bin_dir: str | None) -> Iterator[ScratchServer]:
+    """A blank server for this run, refused before it starts when it could not restore the backup
+    (too old a major, too little space); destroyed with its directory whatever happens inside."""
+    try:
+        binaries = find_server_binaries(pg_bin_dir)
+    except ServerNotStarted as exc:
+        raise StepFailed(CHECK_RESTORE, str(exc)) from exc
+    problem = version_problem(backup.pg_server_version, binaries.version)
+    free = free_bytes()
+    problem = problem or space_problem(backup.database_size_bytes, SERVER_OVERHEAD_BYTES, free)
+    if problem:
+        raise StepFailed(CHECK_RESTORE, problem)
+    with ExitStack() as stack:
+        try:
+            running = stack.enter_context(throwaway_server(binaries))
+        except ServerNotStarted as exc:
+            raise StepFailed(CHECK_RESTORE, f"throwaway verify server: {exc}") from exc
+        logger.info(
+            "throwaway verify server started",
+            extra={"version": running.version, "start_seconds": running.start_seconds},
+        )
+        yield ScratchServer(
+            dsn=running.dsn(),
+            record=VerifyServer(
+                kind="throwaway",
+                version=running.version,
+                start_seconds=running.start_seconds,
+                settings=dict(running.settings),
+            ),
+            session_settings={"maintenance_work_mem": running.settings["maintenance_work_mem"]},
+            free_bytes=free,
+            server_log=running.log_text,
+            needed_bytes=(
+                None
+                if backup.database_size_bytes is None
+                else backup.database_size_bytes + SERVER_OVERHEAD_BYTES
+            ),
+        )
 
 
 class ScratchDatabase:
@@ -55,6 +201,7 @@ class ScratchDatabase:
         self._clock = clock
         self._clean = clean
         self.created = False
+        self.server_version: str | None = None
 
     @contextmanager
     def created_for_the_run(self) -> Iterator[ScratchDatabase]:
@@ -63,6 +210,7 @@ class ScratchDatabase:
             admin = connect(self.server_dsn, "scratch server unreachable")
             try:
                 with admin:
+                    self.server_version = admin.server_version()
                     self.drop_leftovers(admin)
                     self.create(admin)
             except PostgresError as exc:
