@@ -24,7 +24,14 @@ from drsentry.adapters.restore_stream import (
 from drsentry.adapters.secrets import sanitize
 from drsentry.adapters.table.verifications import VerificationLog
 from drsentry.core.config import VerifyConfig
-from drsentry.core.errors import BadInput, CatalogError, DrsentryError, PostgresError, StorageError
+from drsentry.core.errors import (
+    BadInput,
+    CatalogError,
+    DrsentryError,
+    Interrupted,
+    PostgresError,
+    StorageError,
+)
 from drsentry.core.globals import ClusterRoles, GlobalsUnreadable, parse_globals
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord
@@ -62,6 +69,16 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+class VerificationInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped a verification; `record` is the `failure` record it wrote (its
+    target's notice is sent with it on the way up)."""
+
+    def __init__(self, cause: KeyboardInterrupt, detail: str, record: VerificationRecord) -> None:
+        signal = Interrupted.of(cause, detail)
+        super().__init__(signal.signal_name, signal.exit_code, detail)
+        self.record = record
+
+
 class VerificationRun:
     def __init__(
         self,
@@ -88,6 +105,7 @@ class VerificationRun:
         self.run_error: str | None = None
         self.skip_reason = "an earlier step failed"
         self._dsns: list[str] = []
+        self._scratch: ScratchDatabase | None = None
 
     def execute(self) -> VerificationRecord:
         started = time.monotonic()
@@ -100,15 +118,11 @@ class VerificationRun:
             },
         )
         try:
-            self._verify()
-        except StepFailed as exc:
-            self._stopped(exc.check, exc.detail)
-        except (DrsentryError, OSError) as exc:
-            # Unforeseen, but still a verification that did not complete: record it as such.
-            self._stopped(self.checks.first_pending(), f"{type(exc).__name__}: {_first_line(exc)}")
-        check_storage(
-            self.runtime, self.backup, self.target.storage, self.verify.storage_drop_tolerance, self.checks
-        )
+            self._run_checks()
+        except KeyboardInterrupt as exc:
+            # pg_restore was stopped and the scratch database dropped on the way up (restore_stream,
+            # scratch.py); what is left is to record it.
+            raise self._interrupted(exc) from exc
         record = verification_record(
             self.target.name,
             self.backup,
@@ -134,6 +148,56 @@ class VerificationRun:
             },
         )
         return record
+
+    def _run_checks(self) -> None:
+        try:
+            self._verify()
+        except StepFailed as exc:
+            self._stopped(exc.check, exc.detail)
+        except (DrsentryError, OSError) as exc:
+            # Unforeseen, but still a verification that did not complete: record it as such.
+            self._stopped(self.checks.first_pending(), f"{type(exc).__name__}: {_first_line(exc)}")
+        check_storage(
+            self.runtime, self.backup, self.target.storage, self.verify.storage_drop_tolerance, self.checks
+        )
+
+    def _interrupted(self, exc: KeyboardInterrupt) -> VerificationInterrupted:
+        """The `failure` record of a verification that Ctrl-C or SIGTERM stopped: the step it was
+        at failed "interrupted by SIGNAL", the rest skipped (the storage checks too: the process
+        is being stopped, and ECS kills it 30 s after SIGTERM)."""
+        signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        # Until the restore has been judged, the run is restoring (or preparing to): its step.
+        step = self.checks.first_pending() if self.restore_seconds is not None else CHECK_RESTORE
+        self._stopped(step, f"interrupted by {signal_name}")
+        record = verification_record(
+            self.target.name,
+            self.backup,
+            self.runtime.clock(),
+            self.checks.finish(self.skip_reason),
+            restore_seconds=self.restore_seconds,
+            run_error=self.run_error,
+        )
+        emit_metrics(record)
+        try:
+            self.log.put(record)
+            recorded = "recorded as failure"
+        except CatalogError as exc_put:
+            recorded = f"not recorded: {exc_put}"
+        logger.error(
+            "verification interrupted",
+            extra={"target": record.target, "backup_id": record.backup_id, "signal": signal_name},
+        )
+        what = f"verification of backup {self.backup.backup_id} of {self.target.name}"
+        detail = f"{what} interrupted by {signal_name} at {step!r}: {self._scratch_state()}; {recorded}"
+        return VerificationInterrupted(exc, detail, record)
+
+    def _scratch_state(self) -> str:
+        scratch = self._scratch
+        if scratch is None or not scratch.created:
+            return "no scratch database was created"
+        if scratch.dropped:
+            return "scratch database dropped"
+        return "dropping the scratch database failed, the next run removes it"
 
     def _put(self, record: VerificationRecord) -> VerificationRecord:
         """The record as written, or with a note that the log refused it."""
@@ -163,6 +227,7 @@ class VerificationRun:
         scratch = ScratchDatabase(
             scratch_dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
         )
+        self._scratch = scratch
         with scratch.created_for_the_run():
             self._restore_and_check(pg_restore, scratch)
 

@@ -55,6 +55,7 @@ class ScratchDatabase:
         self._clock = clock
         self._clean = clean
         self.created = False
+        self.dropped = False
 
     @contextmanager
     def created_for_the_run(self) -> Iterator[ScratchDatabase]:
@@ -120,6 +121,7 @@ class ScratchDatabase:
         try:
             with postgres.connect(self.server_dsn, application_name=APPLICATION_NAME) as admin:
                 admin.drop_database(self.name)
+            self.dropped = True
         except PostgresError as exc:
             logger.error(
                 "could not drop the scratch database; the next run removes it",
