@@ -19,9 +19,16 @@ Metric = tuple[str, str, float]
 
 def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
     """`{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}.dump` and its manifest."""
-    day = f"{backup_id[0:4]}/{backup_id[4:6]}/{backup_id[6:8]}"
-    base = f"{prefix}{target}/{day}/{backup_id}"
+    base = objects_prefix(prefix, target, backup_id)
     return f"{base}.dump", f"{base}.manifest.json"
+
+
+def objects_prefix(prefix: str, target: str, backup_id: str) -> str:
+    """What every object of one backup starts with (dump, manifest, roles object, storage
+    manifests): `{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}`. Backup ids have one length,
+    so no other backup's objects share it."""
+    day = f"{backup_id[0:4]}/{backup_id[4:6]}/{backup_id[6:8]}"
+    return f"{prefix}{target}/{day}/{backup_id}"
 
 
 def tool_failure(command: str, return_code: int, lines: list[str]) -> str:

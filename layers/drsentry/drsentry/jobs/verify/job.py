@@ -12,9 +12,10 @@ from drsentry.core.events import ScheduledEvent
 from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.runner import run_for_targets
 from drsentry.jobs.runtime import Runtime
+from drsentry.jobs.verify.interrupt import VerificationInterrupted
 from drsentry.jobs.verify.report import VerifyRunResult, emit_rpo_signal, notice_for
 from drsentry.jobs.verify.rules import choose_backups
-from drsentry.jobs.verify.run import VerificationInterrupted, VerificationRun
+from drsentry.jobs.verify.run import VerificationRun
 
 LOCK_TTL_SECONDS = 3 * 3600
 

@@ -24,20 +24,14 @@ from drsentry.adapters.restore_stream import (
 from drsentry.adapters.secrets import sanitize
 from drsentry.adapters.table.verifications import VerificationLog
 from drsentry.core.config import VerifyConfig
-from drsentry.core.errors import (
-    BadInput,
-    CatalogError,
-    DrsentryError,
-    Interrupted,
-    PostgresError,
-    StorageError,
-)
+from drsentry.core.errors import BadInput, CatalogError, DrsentryError, PostgresError, StorageError
 from drsentry.core.globals import ClusterRoles, GlobalsUnreadable, parse_globals
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.roles import roles_object_bytes, roles_on_server
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.checks import RestoredDatabaseChecks, check_storage
+from drsentry.jobs.verify.interrupt import VerificationInterrupted, signal_of
 from drsentry.jobs.verify.report import emit_metrics, verification_record
 from drsentry.jobs.verify.rules import (
     CHECK_OBJECT,
@@ -67,16 +61,6 @@ SCRATCH_SESSION_SETTINGS = {**RESTORE_SESSION_SETTINGS, "synchronous_commit": "o
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-class VerificationInterrupted(Interrupted):
-    """SIGINT or SIGTERM stopped a verification; `record` is the `failure` record it wrote (its
-    target's notice is sent with it on the way up)."""
-
-    def __init__(self, cause: KeyboardInterrupt, detail: str, record: VerificationRecord) -> None:
-        signal = Interrupted.of(cause, detail)
-        super().__init__(signal.signal_name, signal.exit_code, detail)
-        self.record = record
 
 
 class VerificationRun:
@@ -120,17 +104,8 @@ class VerificationRun:
         try:
             self._run_checks()
         except KeyboardInterrupt as exc:
-            # pg_restore was stopped and the scratch database dropped on the way up (restore_stream,
-            # scratch.py); what is left is to record it.
-            raise self._interrupted(exc) from exc
-        record = verification_record(
-            self.target.name,
-            self.backup,
-            self.runtime.clock(),
-            self.checks.finish(self.skip_reason),
-            restore_seconds=self.restore_seconds,
-            run_error=self.run_error,
-        )
+            raise self._interrupted(exc) from exc  # pg_restore stopped, scratch dropped: record it
+        record = self._record()
         # Metrics first, and a log that cannot be written does not swallow the finding:
         # the run notice still carries it.
         emit_metrics(record)
@@ -161,15 +136,8 @@ class VerificationRun:
             self.runtime, self.backup, self.target.storage, self.verify.storage_drop_tolerance, self.checks
         )
 
-    def _interrupted(self, exc: KeyboardInterrupt) -> VerificationInterrupted:
-        """The `failure` record of a verification that Ctrl-C or SIGTERM stopped: the step it was
-        at failed "interrupted by SIGNAL", the rest skipped (the storage checks too: the process
-        is being stopped, and ECS kills it 30 s after SIGTERM)."""
-        signal_name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
-        # Until the restore has been judged, the run is restoring (or preparing to): its step.
-        step = self.checks.first_pending() if self.restore_seconds is not None else CHECK_RESTORE
-        self._stopped(step, f"interrupted by {signal_name}")
-        record = verification_record(
+    def _record(self) -> VerificationRecord:
+        return verification_record(
             self.target.name,
             self.backup,
             self.runtime.clock(),
@@ -177,27 +145,17 @@ class VerificationRun:
             restore_seconds=self.restore_seconds,
             run_error=self.run_error,
         )
-        emit_metrics(record)
-        try:
-            self.log.put(record)
-            recorded = "recorded as failure"
-        except CatalogError as exc_put:
-            recorded = f"not recorded: {exc_put}"
-        logger.error(
-            "verification interrupted",
-            extra={"target": record.target, "backup_id": record.backup_id, "signal": signal_name},
-        )
-        what = f"verification of backup {self.backup.backup_id} of {self.target.name}"
-        detail = f"{what} interrupted by {signal_name} at {step!r}: {self._scratch_state()}; {recorded}"
-        return VerificationInterrupted(exc, detail, record)
 
-    def _scratch_state(self) -> str:
-        scratch = self._scratch
-        if scratch is None or not scratch.created:
-            return "no scratch database was created"
-        if scratch.dropped:
-            return "scratch database dropped"
-        return "dropping the scratch database failed, the next run removes it"
+    def _interrupted(self, exc: KeyboardInterrupt) -> VerificationInterrupted:
+        """Ctrl-C or SIGTERM: the step the run was at fails "interrupted by SIGNAL", the rest is skipped
+        (the storage checks too: ECS kills the task 30 s after SIGTERM); the `failure` record."""
+        # Until the restore has been judged, the run is restoring (or preparing to): its step.
+        step = self.checks.first_pending() if self.restore_seconds is not None else CHECK_RESTORE
+        self._stopped(step, f"interrupted by {signal_of(exc)}")
+        record = self._record()
+        emit_metrics(record)
+        written = self._put(record)  # the same record, or a copy saying the log refused it
+        return VerificationInterrupted.of_run(exc, step, self._scratch, written, recorded=written is record)
 
     def _put(self, record: VerificationRecord) -> VerificationRecord:
         """The record as written, or with a note that the log refused it."""
