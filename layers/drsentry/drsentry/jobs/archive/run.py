@@ -19,6 +19,7 @@ from drsentry.core.records import BackupRecord
 from drsentry.jobs.archive.copy import archive_backup
 from drsentry.jobs.archive.expire import expire_backup
 from drsentry.jobs.archive.report import DecisionRow, TargetArchiveReport
+from drsentry.jobs.backup.unrecorded import find_unrecorded
 from drsentry.jobs.runtime import Runtime
 
 # Stop this long before Lambda's hard limit; what is left waits for the next run.
@@ -88,6 +89,7 @@ class ArchiveRun:
             for expiry in expiries:
                 expiry.result()  # an unexpected error surfaces here instead of vanishing in a thread
         report.count_outcomes(list(rows.values()))
+        report.list_unrecorded(find_unrecorded(self.runtime, self.target.name))
         return report
 
     def _apply(self, row: DecisionRow, action: Callable[[], str]) -> None:
