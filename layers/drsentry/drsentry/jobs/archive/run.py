@@ -86,8 +86,14 @@ class ArchiveRun:
                     )
                     for decision in reversed(plan.with_action("expire"))
                 ]
-            for expiry in expiries:
-                expiry.result()  # an unexpected error surfaces here instead of vanishing in a thread
+                try:
+                    for expiry in expiries:
+                        expiry.result()  # an unexpected error surfaces here instead of vanishing in a thread
+                except KeyboardInterrupt:
+                    # Ctrl-C or SIGTERM (ECS kills the task 30 s later): the expiries running finish,
+                    # a few requests each; those not started are left for the next run.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         report.count_outcomes(list(rows.values()))
         report.list_unrecorded(find_unrecorded(self.runtime, self.target.name))
         return report
