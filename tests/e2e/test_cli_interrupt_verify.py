@@ -160,12 +160,13 @@ def _assert_interrupted_verification(
 @pytest.mark.usefixtures("no_scratch_before")
 @pytest.mark.parametrize("stop", STOPS, ids=lambda stop: stop.name)
 def test_a_verification_interrupted_during_the_restore_records_a_failure_and_drops_its_database(
-    slow_restore_source: str, admin_dsn: str, make_config: Any, stop: Stop
+    slow_restore_source: str, admin_dsn: str, make_config: Any, subscribe_notices: Any, stop: Stop
 ) -> None:
     # Given a backup whose restore takes about a minute (pg_restore building a slow index)
     config, path = make_config(slow_restore_source)
     backup = BackupRun(build_runtime(load_config(path)), "app").execute()
     assert backup.status == "completed", backup.error
+    notices = subscribe_notices(build_runtime(config))
 
     # When the operator presses Ctrl-C (or ECS stops the task) while pg_restore builds it
     run = _interrupt_verify(path, admin_dsn, "create index%slow_key%", stop)
@@ -178,6 +179,10 @@ def test_a_verification_interrupted_during_the_restore_records_a_failure_and_dro
     restore = next(check for check in record["checks"] if check["name"] == "restore")
     assert restore["status"] == "failed"
     assert restore["detail"] == f"interrupted by {stop.name}"
+    # and people hear of it: the target's notice is a critical failure saying so
+    [notice] = notices()
+    assert (notice["source"], notice["severity"], notice["status"]) == ("verify", "critical", "failure")
+    assert f"restore: interrupted by {stop.name}" in notice["summary"]
 
 
 @pytest.mark.usefixtures("no_scratch_before")

@@ -6,9 +6,6 @@ deleted through the table (and, for a run killed before its manifest, the manife
 
 from __future__ import annotations
 
-import json
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +30,6 @@ def runtime(source_db: str, make_config: Any) -> Runtime:
     return build_runtime(config)
 
 
-def subscribe(runtime: Runtime) -> Callable[[], list[dict[str, Any]]]:
-    """An SQS queue on the alerts topic; returns a reader of every notice received so far."""
-    sqs = runtime.clients.client("sqs")
-    queue_url = sqs.create_queue(QueueName=f"unrecorded-{secrets.token_hex(4)}")["QueueUrl"]
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
-    runtime.clients.sns.subscribe(
-        TopicArn=str(runtime.config.notifications.sns_topic_arn),
-        Protocol="sqs",
-        Endpoint=attributes["QueueArn"],
-    )
-    received: list[dict[str, Any]] = []
-
-    def notices() -> list[dict[str, Any]]:
-        while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in batch:
-                received.append(json.loads(json.loads(message["Body"])["Message"]))
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return received
-
-    return notices
-
-
 def lose_the_record(runtime: Runtime, record: BackupRecord, *, manifest_too: bool) -> None:
     """What a run killed after its upload leaves: the objects, and no catalog item."""
     table = runtime.catalog.table
@@ -66,12 +41,14 @@ def lose_the_record(runtime: Runtime, record: BackupRecord, *, manifest_too: boo
     assert runtime.catalog.list_backups(record.target) == []
 
 
-def test_a_dump_without_record_or_manifest_is_reported_by_rebuild_and_archive(runtime: Runtime) -> None:
+def test_a_dump_without_record_or_manifest_is_reported_by_rebuild_and_archive(
+    runtime: Runtime, subscribe_notices: Any
+) -> None:
     # Given a dump stored by a run killed before it wrote its manifest and its record
     record = backup_target(runtime, "app")
     assert record.status == "completed", record.error
     lose_the_record(runtime, record, manifest_too=True)
-    notices = subscribe(runtime)
+    notices = subscribe_notices(runtime)
 
     # When `catalog rebuild` runs
     [rebuilt] = rebuild_catalog(runtime, "app")
