@@ -9,9 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from drsentry.core.errors import PostgresError
+from drsentry.core.errors import Interrupted, PostgresError
+from drsentry.core.events import ScheduledEvent
 from drsentry.jobs.backup import dump as backup_dump
-from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.backup.job import backup_target, run_scheduled_backup
+from drsentry.jobs.backup.run import BackupRun
 from drsentry.jobs.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
@@ -90,3 +92,29 @@ def test_a_failure_after_the_upload_removes_the_stored_dump_before_recording_fai
     assert "stored objects removed" in record.error
     assert _keys(clients, config.storage.bucket) == []
     assert clients.s3().list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
+
+
+def test_a_retry_of_an_interrupted_runs_event_runs_again(
+    source_db: str, make_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a scheduled backup whose run was stopped by SIGTERM (ECS stopping the task)
+    config, _ = make_config(source_db)
+    runtime = build_runtime(config)
+    event = ScheduledEvent.now(None, region=config.storage.region)
+    execute = BackupRun.execute
+
+    def stopped(self: BackupRun) -> Any:
+        raise Interrupted("SIGTERM", 143)
+
+    monkeypatch.setattr(BackupRun, "execute", stopped)
+    with pytest.raises(Interrupted):
+        run_scheduled_backup(runtime, event)
+
+    # When the same event is delivered again (a retry of the stopped task)
+    monkeypatch.setattr(BackupRun, "execute", execute)
+    result = run_scheduled_backup(runtime, event)
+
+    # Then it runs: the stopped run's event was not left "in progress" to refuse it for days
+    assert [outcome.outcome for outcome in result.outcomes] == ["ran"]
+    [record] = result.records
+    assert record.status == "completed", record.error
