@@ -7,6 +7,7 @@ catalog table and topic (unique names), so tests do not see each other's objects
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -198,3 +199,33 @@ def make_config(clients: Any, admin_dsn: str, tmp_path: Path) -> ConfigFactory:
 
 # moto's server logs every request at INFO; keep test reports readable.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def subscribe_notices() -> Callable[[Any], Callable[[], list[dict[str, Any]]]]:
+    """subscribe(runtime): an SQS queue on the runtime's alerts topic; returns a reader of every
+    notice received since (JSON of the SNS messages), for runs in this process or the CLI's."""
+
+    def subscribe(runtime: Any) -> Callable[[], list[dict[str, Any]]]:
+        sqs = runtime.clients.client("sqs")
+        queue_url = sqs.create_queue(QueueName=f"notices-{secrets.token_hex(4)}")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        runtime.clients.sns.subscribe(
+            TopicArn=str(runtime.config.notifications.sns_topic_arn),
+            Protocol="sqs",
+            Endpoint=attributes["QueueArn"],
+        )
+        received: list[dict[str, Any]] = []
+
+        def notices() -> list[dict[str, Any]]:
+            while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            ):
+                for message in batch:
+                    received.append(json.loads(json.loads(message["Body"])["Message"]))
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return received
+
+        return notices
+
+    return subscribe

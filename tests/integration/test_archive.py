@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import secrets
+import signal
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from typer.testing import CliRunner
 
 from drsentry.adapters.buckets import Bucket, CopyParts, MiB
 from drsentry.core.config import Config, dump_config
-from drsentry.core.errors import BadInput, ObjectArchived
+from drsentry.core.errors import BadInput, Interrupted, ObjectArchived
 from drsentry.core.events import ScheduledEvent, scheduled_event
 from drsentry.core.records import (
     BackupRecord,
@@ -35,6 +39,7 @@ from drsentry.core.records import (
     utc_now,
 )
 from drsentry.jobs.archive import copy as archive_copy
+from drsentry.jobs.archive import run as archive_run
 from drsentry.jobs.archive.access import (
     ArchiveNotReadable,
     archive_readable,
@@ -577,3 +582,42 @@ def test_the_handler_leaves_what_it_has_no_time_for_to_the_next_run(
     relaxed = module.lambda_handler(scheduled_event(), FakeLambdaContext(remaining_ms=600_000))
     assert relaxed["targets"][0]["expired"] == 2
     assert runtime.catalog.get_backup(seeded["hourly_a"].backup_id).status == "expired"
+
+
+def test_a_signal_during_expiries_drops_the_ones_not_started(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given thirty backups of one day 20 days ago: one is kept (daily), the others are due to expire
+    for minute in range(30):
+        seed_backup(runtime, at(20, minute // 2, 5 + (minute % 2) * 30))
+    plan, _ = archive_run.ArchiveRun(runtime, "app").plan()
+    due = len(plan.with_action("expire"))
+    assert due > 2 * archive_run.EXPIRE_CONCURRENCY  # more than the workers can have taken up
+    started: list[str] = []
+
+    def slow_expiry(_runtime: Runtime, record: BackupRecord, _reason: str) -> str:
+        started.append(record.backup_id)
+        time.sleep(0.3)
+        if record.backup_id == started[0]:
+            os.kill(os.getpid(), signal.SIGTERM)  # ECS stopping the task, mid-way through the batch
+        return "deleted"
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise Interrupted(signal.Signals(signum).name, 128 + signum)
+
+    monkeypatch.setattr(archive_run, "expire_backup", slow_expiry)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        # When SIGTERM arrives while the expiries run side by side
+        with pytest.raises(Interrupted) as raised:
+            archive_target(runtime, "app")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    while any(thread.name.startswith("expire") for thread in threading.enumerate()):
+        time.sleep(0.05)
+
+    # Then the run stops: the expiries already running finish (a few requests each), the rest
+    # never start, and they are left for the next run
+    assert raised.value.exit_code == 143
+    # (those running when it arrived, and any a worker took up before the queue was dropped)
+    assert 1 <= len(started) <= 2 * archive_run.EXPIRE_CONCURRENCY

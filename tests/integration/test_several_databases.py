@@ -21,8 +21,10 @@ from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
 from conftest import KNOWN_SECRETS, embedded_server
+from drsentry.adapters.table.keys import backup_sk, key, target_pk
 from drsentry.core.records import BackupRecord, VerificationRecord
 from drsentry.jobs.backup.job import backup_target
+from drsentry.jobs.backup.unrecorded import find_unrecorded
 from drsentry.jobs.runtime import Runtime, build_runtime
 from drsentry.jobs.verify.job import verify_backup
 from drsentry.operator.cli.app import app
@@ -150,6 +152,28 @@ def test_all_backs_up_every_database_the_user_may_connect_to_under_one_backup_id
     assert manifest["sha256"] == by_name["analytics"].sha256
     # and the catalog holds the same record, databases and all
     assert runtime.catalog.get_backup(record.backup_id).databases == record.databases
+
+
+def test_the_dumps_of_a_backup_of_several_databases_without_its_record_are_each_reported(
+    several_databases: SeveralDatabasesServer, make_config: Any, admin_dsn: str
+) -> None:
+    # Given a backup of two databases whose record was never written (the run killed after upload)
+    config, _ = several_config(several_databases, make_config, admin_dsn, ["app", "analytics"])
+    runtime = build_runtime(config)
+    record = backed_up(runtime)
+    table = runtime.catalog.table
+    table.client.delete_item(
+        TableName=table.name, Key=key(target_pk(record.target), backup_sk(record.backup_id))
+    )
+
+    # When the stored dumps are compared with the catalog
+    unrecorded = find_unrecorded(runtime, "app")
+
+    # Then both databases' dumps are reported under the backup's id (none hidden in its folder)
+    assert sorted((dump.backup_id, dump.key) for dump in unrecorded) == sorted(
+        (record.backup_id, stored.key) for stored in record.objects() if stored.kind == "dump"
+    )
+    assert all(dump.manifest_key == record.manifest_key for dump in unrecorded)
 
 
 def test_a_database_that_cannot_be_connected_to_fails_the_backup_naming_it_and_leaves_nothing(

@@ -134,10 +134,10 @@ def test_corrupt_object_fails_and_leaves_nothing(
 
 
 class SlowStore(ObjectStore):
-    """Object storage that delivers 16 KiB every 0.2 s: a restore that outlives its deadline."""
+    """Object storage that delivers 4 KiB every 0.2 s: a restore that outlives its deadline."""
 
-    def iter_chunks(self, bucket: str, key: str, chunk_size: int = 16 * 1024) -> Iterator[bytes]:
-        for chunk in super().iter_chunks(bucket, key, chunk_size=16 * 1024):
+    def iter_chunks(self, bucket: str, key: str, chunk_size: int = 4 * 1024) -> Iterator[bytes]:
+        for chunk in super().iter_chunks(bucket, key, chunk_size=4 * 1024):
             time.sleep(0.2)
             yield chunk
 

@@ -33,6 +33,7 @@ from drsentry.core.errors import (
     PostgresUnreachable,
     StatementTimedOut,
 )
+from drsentry.core.observability import logger
 
 CONNECT_TIMEOUT_SECONDS = 15
 # What a partial restore may need to create first, as pg_restore -l names it.
@@ -303,6 +304,18 @@ def _snapshot_errors() -> Iterator[None]:
         raise PostgresError(f"{type(exc).__name__}: {first_line}") from exc
 
 
+def _end_read_only(conn: psycopg.Connection) -> None:
+    """Commit a read-only transaction; a connection the server ended meanwhile is only logged."""
+    try:
+        conn.execute("commit")
+    except psycopg.OperationalError as exc:
+        conn.close()  # broken: nothing left to end, and the caller's `with` must not try again
+        logger.warning(
+            "snapshot session ended by the server after its work was done; nothing was lost",
+            extra={"error": f"{type(exc).__name__}: {_first_line(exc)}"},
+        )
+
+
 class SnapshotSession:
     """A REPEATABLE READ, READ ONLY transaction whose snapshot is exported, so that pg_dump
     (``--snapshot``) dumps exactly what this session reads beside it. Open it with `open`."""
@@ -314,8 +327,13 @@ class SnapshotSession:
     @classmethod
     @contextmanager
     def open(cls, dsn: str, application_name: str) -> Iterator[SnapshotSession]:
-        """Connect, begin and export the snapshot; commit when the block ends, roll back when it
-        raises. The connection is closed either way."""
+        """Connect, begin and export the snapshot; end the transaction when the block ends, roll
+        back when it raises. The connection is closed either way.
+
+        The transaction only reads, so ending it cannot lose anything: when the server has ended
+        the session meanwhile (pg_terminate_backend, a failover), that is logged, not raised.
+        Whatever used the snapshot has already said whether it worked inside the block (pg_dump's
+        exit code, the facts read): a dump pg_dump completed on the snapshot is whole."""
         with _snapshot_errors():
             try:
                 conn = psycopg.connect(
@@ -332,7 +350,7 @@ class SnapshotSession:
                 snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
                 assert snapshot_row is not None
                 yield cls(conn, str(snapshot_row[0]))
-                conn.execute("commit")
+                _end_read_only(conn)
 
     def server_version(self) -> str:
         with _snapshot_errors():

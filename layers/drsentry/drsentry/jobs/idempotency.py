@@ -33,6 +33,16 @@ warnings.filterwarnings("ignore", message="Couldn't determine the remaining time
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM, carried through the guard as an Exception: Powertools forgets the event
+    of a run that raised one (it ignores a KeyboardInterrupt, which would leave the event "in
+    progress" for RESULT_KEEP_SECONDS), so a retry of an interrupted run's event runs again."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(str(interrupt))
+        self.interrupt = interrupt
+
+
 class _StoredResult(PydanticSerializer):
     """The stored result, validated back into the run's result model on replay."""
 
@@ -70,10 +80,15 @@ def once_per_event(
         output_serializer=_StoredResult(result_type),
     )
     def scheduled_run(request: dict[str, str]) -> ResultT:
-        return work()
+        try:
+            return work()
+        except KeyboardInterrupt as interrupt:
+            raise _Stopped(interrupt) from interrupt
 
     try:
         result: ResultT = scheduled_run(request=request)
+    except _Stopped as stopped:
+        raise stopped.interrupt from None  # the run's own exception, as it raised it
     except IdempotencyAlreadyInProgressError as exc:
         raise RunInProgress(
             f"event {request['event_id']} for {request['source']} is already being processed "

@@ -2,7 +2,9 @@
 
 Every completed backup writes its manifest before its catalog record, so when the record
 write fails (DynamoDB throttled or down) or the table is lost, the bucket alone is enough
-to restore the catalog. Existing records are never overwritten.
+to restore the catalog. Existing records are never overwritten. A dump that has neither a
+completed record nor a manifest to recreate one from (its run was killed between the upload
+and the record) is reported as unrecorded (jobs/backup/unrecorded.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from drsentry.core import gfs
 from drsentry.core.errors import StorageError
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord
+from drsentry.jobs.backup.unrecorded import find_unrecorded
 from drsentry.jobs.runtime import Runtime
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -24,6 +27,9 @@ class RebuildReport(BaseModel):
     already_present: int = 0
     added: list[str] = Field(default_factory=list)
     unreadable: dict[str, str] = Field(default_factory=dict)  # manifest key -> why
+    # Dumps stored without a completed record that this rebuild could not recreate (no
+    # manifest, or a failed record beside them): dump key -> why.
+    unrecorded: dict[str, str] = Field(default_factory=dict)
     dry_run: bool = False
 
 
@@ -85,6 +91,12 @@ def rebuild_target(runtime: Runtime, target: str, *, dry_run: bool = False) -> R
         if not dry_run:
             runtime.catalog.put_backup(record)
         report.added.append(record.backup_id)
+    for dump in find_unrecorded(runtime, target):
+        if dump.backup_id not in report.added:
+            report.unrecorded[dump.key] = dump.reason()
+            logger.warning(
+                "dump without a completed record", extra={"key": dump.key, "reason": dump.reason()}
+            )
     return report
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from drsentry.adapters.aws_errors import AWS_ERRORS, error_code
-from drsentry.adapters.table.items import Table, to_item
+from drsentry.adapters.table.items import Table, from_item, to_item
 from drsentry.adapters.table.keys import LOCK_SK, PK, SK, TTL_ATTRIBUTE, LockedJob, key, lock_pk
 from drsentry.core.errors import RunInProgress
 
@@ -37,6 +37,17 @@ class RunLocks:
             if error_code(exc) == _HELD:
                 raise RunInProgress.lock_held(job, target) from exc
             raise self.table.error(f"taking the {_lock_name(job)} of {target}", exc) from exc
+
+    def held(self, target: str, job: LockedJob = "backup") -> bool:
+        """Whether a live run of `job` holds the target's lock now (an expired lock is not held)."""
+        try:
+            response = self.table.client.get_item(
+                TableName=self.table.name, Key=key(lock_pk(target, job), LOCK_SK), ConsistentRead=True
+            )
+        except AWS_ERRORS as exc:
+            raise self.table.error(f"reading the {_lock_name(job)} of {target}", exc) from exc
+        item = response.get("Item")
+        return item is not None and int(from_item(item).get(TTL_ATTRIBUTE, 0)) >= int(time.time())
 
     def release(self, target: str, owner: str, job: LockedJob = "backup") -> None:
         """Give the lock back; one that expired and was taken by another run is left to it."""

@@ -10,10 +10,13 @@ from pydantic import BaseModel, Field
 from drsentry.core import gfs
 from drsentry.core.gfs import RetentionDecision
 from drsentry.core.records import RunNotice
+from drsentry.jobs.backup.unrecorded import UnrecordedBackup
 
 # A real run's result is also the idempotency record (one DynamoDB item, 400 KB at most),
 # so it lists at most this many rows: the changes first, then kept backups while room is left.
 MAX_RESULT_ROWS = 500
+# The same bound for the unrecorded dumps listed; `unrecorded_count` has them all.
+MAX_UNRECORDED_LISTED = 100
 
 # locked: due to expire, but its primary copy is under Object Lock until a later date (not a failure).
 Outcome = Literal["planned", "done", "failed", "refused", "deferred", "locked"]
@@ -65,6 +68,13 @@ class TargetArchiveReport(BaseModel):
     # Newest first: every change (archive, expire) and, space permitting, the kept backups.
     decisions: list[DecisionRow] = Field(default_factory=list)
     decisions_omitted: int = 0
+    # Dumps in the bucket no completed record shows (jobs/backup/unrecorded.py): retention
+    # cannot see them, so the run says so, as a warning, every time until someone acts.
+    unrecorded: list[UnrecordedBackup] = Field(default_factory=list)
+    unrecorded_count: int = 0
+
+    def list_unrecorded(self, found: list[UnrecordedBackup]) -> None:
+        self.unrecorded, self.unrecorded_count = found[:MAX_UNRECORDED_LISTED], len(found)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +103,8 @@ class TargetArchiveReport(BaseModel):
             )
             if count
         ]
+        if self.unrecorded_count:
+            problems.append(f"{self.unrecorded_count} unrecorded backup(s) in the bucket")
         return f"{self.target}: {planned}: {done}" + (f"; {', '.join(problems)}" if problems else "")
 
     def count_outcomes(self, rows: list[DecisionRow]) -> None:
@@ -128,8 +140,10 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
         failing.append("archive")
     if report.refused:
         failing.append("expiry")
+    if report.unrecorded_count:
+        failing.append("unrecorded backups")
     severity: Literal["critical", "warning", "info"] = (
-        "critical" if report.failed else "warning" if report.refused else "info"
+        "critical" if report.failed else "warning" if report.refused or report.unrecorded_count else "info"
     )
     problems = [row for row in report.decisions if row.outcome in {"failed", "refused"}]
     return (
@@ -157,6 +171,10 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
                         "detail": row.detail,
                     }
                     for row in problems[:20]
+                ],
+                "unrecorded_backups": [
+                    {"key": dump.key, "backup_id": dump.backup_id, "reason": dump.reason()}
+                    for dump in report.unrecorded[:20]
                 ],
                 "failing_checks": failing,
             },

@@ -19,6 +19,7 @@ from drsentry.core.records import BackupRecord, iso, parse_iso
 from drsentry.jobs.archive.copy import archive_backup
 from drsentry.jobs.archive.expire import StillLocked, expire_backup, expire_primary_copy
 from drsentry.jobs.archive.report import DecisionRow, TargetArchiveReport
+from drsentry.jobs.backup.unrecorded import find_unrecorded
 from drsentry.jobs.object_lock import backup_keys, lock_objects
 from drsentry.jobs.runtime import Runtime
 
@@ -96,9 +97,16 @@ class ArchiveRun:
                     )
                     for decision in due
                 ]
-            for expiry in expiries:
-                expiry.result()  # an unexpected error surfaces here instead of vanishing in a thread
+                try:
+                    for expiry in expiries:
+                        expiry.result()  # an unexpected error surfaces here instead of vanishing in a thread
+                except KeyboardInterrupt:
+                    # Ctrl-C or SIGTERM (ECS kills the task 30 s later): the expiries running finish,
+                    # a few requests each; those not started are left for the next run.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         report.count_outcomes(list(rows.values()))
+        report.list_unrecorded(find_unrecorded(self.runtime, self.target.name))
         return report
 
     def _apply(self, row: DecisionRow, action: Callable[[], str]) -> None:

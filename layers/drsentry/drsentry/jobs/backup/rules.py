@@ -8,10 +8,12 @@ from urllib.parse import quote
 
 from drsentry.adapters.pgmeta import DatabaseFacts
 from drsentry.core import observability
-from drsentry.core.records import BackupRecord, RunNotice
+from drsentry.core.records import BACKUP_ID_RE, BackupRecord, RunNotice
 from drsentry.jobs.storage_manifest.rules import storage_problems
 
 MANIFEST_FORMAT = "drsentry-backup/1"
+DUMP_SUFFIX = ".dump"
+MANIFEST_SUFFIX = ".manifest.json"
 COMPRESSION = "zstd"
 
 # (metric name, unit, value): what `observability.put_metric` takes for one target.
@@ -20,9 +22,22 @@ Metric = tuple[str, str, float]
 
 def object_keys(prefix: str, target: str, backup_id: str) -> tuple[str, str]:
     """`{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}.dump` and its manifest."""
+    base = objects_prefix(prefix, target, backup_id)
+    return f"{base}{DUMP_SUFFIX}", f"{base}{MANIFEST_SUFFIX}"
+
+
+def objects_prefix(prefix: str, target: str, backup_id: str) -> str:
+    """What every object of one backup starts with (dump, manifest, roles object, storage
+    manifests): `{prefix}{target}/{YYYY}/{MM}/{DD}/{backup_id}`. Backup ids have one length,
+    so no other backup's objects share it."""
     day = f"{backup_id[0:4]}/{backup_id[4:6]}/{backup_id[6:8]}"
-    base = f"{prefix}{target}/{day}/{backup_id}"
-    return f"{base}.dump", f"{base}.manifest.json"
+    return f"{prefix}{target}/{day}/{backup_id}"
+
+
+def backup_id_of(key: str) -> str | None:
+    """The backup id an object key of a backup starts its file name with, or None."""
+    name = key.rsplit("/", 1)[-1].split(".", 1)[0]
+    return name if BACKUP_ID_RE.match(name) else None
 
 
 def database_object_keys(prefix: str, target: str, backup_id: str, database: str) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from drsentry.jobs.backup.rules import (
     globals_key,
     notice_for,
     object_keys,
+    objects_prefix,
 )
 from drsentry.jobs.object_lock import backup_keys, lock_objects
 from drsentry.jobs.runtime import Runtime
@@ -73,7 +74,7 @@ class BackupRun:
                 try:
                     outcome = self._dump()
                 except (DrsentryError, OSError) as exc:
-                    return self._record_failure(self._failure_reason(exc))
+                    return self._record_failure(self._failure_reason(exc) + self._removal_note())
                 return self._record_success(outcome)
         except KeyboardInterrupt as exc:
             raise self._interrupted(exc) from exc
@@ -89,8 +90,7 @@ class BackupRun:
         if self._recorded is not None:
             return Interrupted.of(exc, f"{what} was completed and recorded before {signal_name} arrived")
         try:
-            for key in (*self._database_keys, self.key, self.globals_key, self.manifest_key):
-                self.bucket.delete_all_versions(key)
+            self._remove_stored()
             cleaned = "pg_dump stopped, upload aborted, no object left"
         except DrsentryError as cleanup_error:
             cleaned = f"pg_dump stopped, upload aborted; removing what was stored failed: {cleanup_error}"
@@ -103,6 +103,24 @@ class BackupRun:
                 exc, f"{what} interrupted by {signal_name}: {cleaned}; not recorded: {record_error}"
             )
         return Interrupted.of(exc, f"{what} interrupted by {signal_name}: {cleaned}; recorded as failed")
+
+    def _remove_stored(self) -> int:
+        """Delete every version of every object this backup stored; how many there were. A
+        `failed` record never stands beside a stored dump (a dump may fail after its upload
+        completed: tags, roles object, manifest, the snapshot session)."""
+        prefix = objects_prefix(self.config.storage.prefix, self.target.name, self.backup_id)
+        versions = [(entry.key, entry.version_id) for entry in self.bucket.iter_versions(prefix)]
+        if versions:
+            self.bucket.delete_versions(versions)
+        return len(versions)
+
+    def _removal_note(self) -> str:
+        """What the failed record adds about the objects this backup had stored, if any."""
+        try:
+            removed = self._remove_stored()
+        except DrsentryError as exc:
+            return f"; removing the stored objects failed: {exc}"
+        return "; stored objects removed" if removed else ""
 
     def _failure_reason(self, exc: DrsentryError | OSError) -> str:
         # Whatever broke after the watchdog fired broke because it fired: the timeout is the cause.
@@ -259,7 +277,7 @@ class BackupRun:
                 self.bucket, backup_keys(record), mode=self.config.storage.lock_mode, until=retain_until
             )
         except DrsentryError as exc:
-            return self._record_failure(f"locking the backup failed: {exc}; {self._remove_stored(record)}")
+            return self._record_failure(f"locking the backup failed: {exc}{self._removal_note()}")
         self._recorded = record
         self._emit_metrics(record)
         logger.info(
@@ -273,16 +291,6 @@ class BackupRun:
             },
         )
         return record
-
-    def _remove_stored(self, record: BackupRecord) -> str:
-        """Remove what a backup that cannot be completed stored; what happened, for its record.
-        A version already locked stays until its date (the archive run expires it then)."""
-        try:
-            for key in record.all_keys():
-                self.bucket.delete_all_versions(key)
-        except DrsentryError as exc:
-            return f"removing its objects failed: {exc}"
-        return "its objects removed"
 
     def _record_failure(self, error: str) -> BackupRecord:
         error = sanitize(error, self._dsn) if self._dsn else error

@@ -13,6 +13,7 @@ Where things are:
 - job.py      the entry points: verify_backup, verify_target, run_scheduled_verify
 - run.py      VerificationRun: one backup from credentials to record
 - scratch.py  the scratch database's life: leftovers, create, drop in every outcome
+- interrupt.py  a verification stopped by SIGINT/SIGTERM: its one line and its record, carried up
 - checks.py   the checks that read the restored database, and the storage manifests
 - rules.py    the pure rules: check plan, judgements, scratch name and safety, CheckList
 - report.py   the record, metrics, RPO signal, the notice, the run's result document

@@ -73,7 +73,11 @@ class SeveralDatabasesVerification:
                 self.after_restore if index == 0 else None,
                 database=scope,
             )
-            run.restore_and_check()
+            try:
+                run.restore_and_check()
+            except KeyboardInterrupt as exc:
+                # Stopped mid-way: the database being restored gets the failure record saying so.
+                raise run.interrupted(exc) from exc
             checks += [
                 database_check(scope.name, check)
                 for check in run.checks.finish(run.skip_reason)

@@ -14,6 +14,7 @@ from drsentry.jobs.fargate.placement import Placement
 from drsentry.jobs.runner import run_for_targets
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.databases import SeveralDatabasesVerification
+from drsentry.jobs.verify.interrupt import VerificationInterrupted
 from drsentry.jobs.verify.report import VerifyRunResult, emit_rpo_signal, notice_for
 from drsentry.jobs.verify.rules import choose_backups
 from drsentry.jobs.verify.run import VerificationRun
@@ -50,21 +51,28 @@ def verify_target(runtime: Runtime, target_name: str) -> list[VerificationRecord
     remaining = runtime.remaining_seconds()
     lock_seconds = LOCK_TTL_SECONDS if remaining is None else int(remaining) + 60
     runtime.catalog.locks.acquire(target_name, runtime.run_id, lock_seconds, job="verify")
+    records: list[VerificationRecord] = []
     try:
         completed = [
             record for record in runtime.catalog.iter_backups(target_name) if record.status == "completed"
         ]
-        records = [
-            verify_backup(runtime, target_name, backup)
-            for backup in choose_backups(completed, target.verify.sample_older)
-        ]
+        for backup in choose_backups(completed, target.verify.sample_older):
+            records.append(verify_backup(runtime, target_name, backup))
+    except VerificationInterrupted as interrupted:
+        # The interrupted verification is recorded as a failure: people hear of it as of any other.
+        _send_notice(runtime, target_name, [*records, interrupted.record])
+        raise
     finally:
         runtime.catalog.locks.release(target_name, runtime.run_id, job="verify")
     emit_rpo_signal(runtime, target_name, records)
+    _send_notice(runtime, target_name, records)
+    return records
+
+
+def _send_notice(runtime: Runtime, target_name: str, records: list[VerificationRecord]) -> None:
     if runtime.notifier is not None:
         notice, failing = notice_for(runtime, target_name, records)
         runtime.notifier.send(notice, failing_checks=failing)
-    return records
 
 
 def no_verify_section(target: TargetConfig) -> str | None:

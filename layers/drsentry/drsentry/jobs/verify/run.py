@@ -11,7 +11,6 @@ for the first check not yet run. Every message is cleaned of the DSNs' passwords
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,26 +26,24 @@ from drsentry.adapters.restore_stream import (
 from drsentry.adapters.secrets import sanitize
 from drsentry.adapters.table.verifications import VerificationLog
 from drsentry.core.config import VerifyConfig
-from drsentry.core.errors import BadInput, CatalogError, DrsentryError, PostgresError, StorageError
-from drsentry.core.globals import ClusterRoles, GlobalsUnreadable, parse_globals
+from drsentry.core.errors import BadInput, CatalogError, DrsentryError, StorageError
 from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, VerificationRecord, VerifyServer
-from drsentry.jobs.roles import roles_object_bytes, roles_on_server
 from drsentry.jobs.runtime import Runtime
 from drsentry.jobs.verify.checks import RestoredDatabaseChecks, check_storage
+from drsentry.jobs.verify.interrupt import VerificationInterrupted, signal_of
 from drsentry.jobs.verify.report import emit_metrics, verification_record
+from drsentry.jobs.verify.roles_step import bring_roles
 from drsentry.jobs.verify.rules import (
     CHECK_OBJECT,
     CHECK_RESTORE,
     CheckList,
     Expected,
-    RolesRestored,
     StepFailed,
     TimeLeft,
     VerificationRefused,
     check_plan,
     expected_contents,
-    globals_problem,
     judge_restore_time,
     judge_stream,
     refuse_unsafe_scratch,
@@ -161,20 +158,11 @@ class VerificationRun:
                 "scratch_database": self.scratch_db,
             },
         )
-        self.restore_and_check()
-        check_storage(
-            self.runtime, self.backup, self.target.storage, self.verify.storage_drop_tolerance, self.checks
-        )
-        record = verification_record(
-            self.target.name,
-            self.backup,
-            self.runtime.clock(),
-            self.checks.finish(self.skip_reason),
-            restore_seconds=self.restore_seconds,
-            run_error=self.run_error,
-            server=self.server_report(),
-            checks_seconds=self.checks_seconds,
-        ).model_copy(update={"runner": self.runtime.runner, "run_id": self.runtime.run_id})
+        try:
+            self._run_checks()
+        except KeyboardInterrupt as exc:
+            raise self.interrupted(exc) from exc  # pg_restore stopped, scratch dropped: record it
+        record = self._record()
         # Metrics first, and a log that cannot be written does not swallow the finding:
         # the run notice still carries it.
         emit_metrics(record)
@@ -196,6 +184,49 @@ class VerificationRun:
     def server_report(self) -> VerifyServer | None:
         """The record's `server`: None when the run stopped before it had one."""
         return self.server.reported(self._scratch) if self.server is not None else None
+
+    def _run_checks(self) -> None:
+        self.restore_and_check()
+        check_storage(
+            self.runtime, self.backup, self.target.storage, self.verify.storage_drop_tolerance, self.checks
+        )
+
+    def _record(self) -> VerificationRecord:
+        return verification_record(
+            self.target.name,
+            self.backup,
+            self.runtime.clock(),
+            self.checks.finish(self.skip_reason),
+            restore_seconds=self.restore_seconds,
+            run_error=self.run_error,
+            server=self.server_report(),
+            checks_seconds=self.checks_seconds,
+        ).model_copy(update={"runner": self.runtime.runner, "run_id": self.runtime.run_id})
+
+    def interrupted(self, exc: KeyboardInterrupt) -> VerificationInterrupted:
+        """Ctrl-C or SIGTERM: the step the run was at fails "interrupted by SIGNAL", the rest is skipped
+        (the storage checks too: ECS kills the task 30 s after SIGTERM); the `failure` record."""
+        # Until the restore has been judged, the run is restoring (or preparing to): its step.
+        step = self.checks.first_pending() if self.restore_seconds is not None else CHECK_RESTORE
+        self._stopped(step, f"interrupted by {signal_of(exc)}")
+        record = self._record()
+        emit_metrics(record)
+        written = self._put(record)  # the same record, or a copy saying the log refused it
+        return VerificationInterrupted.of_run(exc, step, self._scratch, written, recorded=written is record)
+
+    def _put(self, record: VerificationRecord) -> VerificationRecord:
+        """The record as written, or with a note that the log refused it."""
+        try:
+            self.log.put(record)
+        except CatalogError as exc:
+            logger.error(
+                "verification not recorded", extra={"backup_id": record.backup_id, "error": str(exc)}
+            )
+            note = f"not recorded in the verification log: {exc}"
+            return record.model_copy(
+                update={"error_details": f"{record.error_details}; {note}" if record.error_details else note}
+            )
+        return record
 
     def restore_and_check(self) -> None:
         """Restore into the scratch database and check it; what fails is in `checks`."""
@@ -259,7 +290,13 @@ class VerificationRun:
         holder = connect(restored_dsn, "cannot connect to the new scratch database")
         with holder:
             expected = self._expected()
-            roles = self._bring_roles(scratch.server_dsn)
+            roles = bring_roles(
+                self.runtime,
+                self.backup,
+                scratch.server_dsn,
+                self.scratch_db,
+                throwaway=self.server is not None and self.server.throwaway,
+            )
             outcome = self._restore(pg_restore, restored_dsn)
             judge_stream(
                 self.checks,
@@ -324,74 +361,6 @@ class VerificationRun:
         if self.server is not None and outcome.restore_error:
             outcome.restore_error = self.server.explain_restore_error(outcome.restore_error)
         return outcome
-
-    def _bring_roles(self, server_dsn: str) -> RolesRestored:
-        """Before pg_restore, as a real recovery does: the roles the backup needs and the scratch
-        server lacks, created there from the backup's roles object (read whole, a few kilobytes,
-        and judged against the record). Created roles stay: they belong to the whole server, and a
-        concurrent verification may be restoring objects owned by them."""
-        roles = RolesRestored(throwaway_server=self.server is not None and self.server.throwaway)
-        backup_globals = self.backup.globals
-        if backup_globals is None:
-            return roles
-        try:
-            if self.runtime.store.head(self.backup.bucket, backup_globals.key) is None:
-                roles.object_problem = globals_problem(self.backup, None)
-                return roles
-            data = roles_object_bytes(self.runtime.store, self.backup)
-        except StorageError as exc:
-            roles.object_problem = f"roles object unreadable: {exc}"
-            return roles
-        roles.object_problem = globals_problem(self.backup, (len(data), hashlib.sha256(data).hexdigest()))
-        if roles.object_problem:
-            # Not the backup's roles: nothing is created from it (the object checksum fails).
-            return roles
-        try:
-            cluster = parse_globals(data.decode("utf-8"))
-        except (GlobalsUnreadable, UnicodeDecodeError) as exc:
-            raise StepFailed(CHECK_RESTORE, f"the backup's roles object cannot be read: {exc}") from exc
-        needed = backup_globals.roles
-        roles.not_in_globals = sorted(set(needed) - set(cluster.roles))
-        roles.created = self._create_missing_roles(server_dsn, cluster, needed)
-        return roles
-
-    def _create_missing_roles(self, server_dsn: str, cluster: ClusterRoles, needed: list[str]) -> list[str]:
-        admin = connect(server_dsn, "scratch server unreachable")
-        try:
-            with admin:
-                # Twice at most: a concurrent verification may create the same role meanwhile.
-                for attempt in (1, 2):
-                    on_server = roles_on_server(cluster, needed, admin, self.scratch_db)
-                    creation = on_server.creation
-                    if creation.not_in_globals:
-                        raise StepFailed(
-                            CHECK_RESTORE,
-                            f"roles {', '.join(creation.not_in_globals)} are referenced by backup "
-                            f"{self.backup.backup_id} and exist neither on the scratch server nor in the "
-                            "backup's roles object: a blank server could not restore it",
-                        )
-                    if creation.created and not on_server.may_create:
-                        raise StepFailed(
-                            CHECK_RESTORE,
-                            f"the scratch server lacks roles {', '.join(creation.created)} and the verify "
-                            "user may not create roles (needs CREATEROLE or superuser)",
-                        )
-                    if not creation.statements:
-                        return []
-                    try:
-                        admin.run_role_statements(creation.statements)
-                    except postgres.RoleNotCreated as exc:
-                        if attempt == 2:
-                            raise StepFailed(CHECK_RESTORE, f"scratch server: {exc}") from exc
-                        continue
-                    logger.info(
-                        "roles created on the scratch server",
-                        extra={"backup_id": self.backup.backup_id, "roles": creation.created},
-                    )
-                    return creation.created
-        except PostgresError as exc:
-            raise StepFailed(CHECK_RESTORE, f"scratch server: {exc}") from exc
-        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _expected(self) -> Expected:
         try:

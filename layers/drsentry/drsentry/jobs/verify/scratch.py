@@ -202,6 +202,7 @@ class ScratchDatabase:
         self._clean = clean
         self.created = False
         self.server_version: str | None = None
+        self.dropped = False
 
     @contextmanager
     def created_for_the_run(self) -> Iterator[ScratchDatabase]:
@@ -268,6 +269,7 @@ class ScratchDatabase:
         try:
             with postgres.connect(self.server_dsn, application_name=APPLICATION_NAME) as admin:
                 admin.drop_database(self.name)
+            self.dropped = True
         except PostgresError as exc:
             logger.error(
                 "could not drop the scratch database; the next run removes it",

@@ -33,6 +33,8 @@ def catalog_rebuild(
 ) -> None:
     """Recreate missing backup records from the manifests in the bucket (never overwrites).
 
+    Dumps stored without a record and without a manifest are listed as unrecorded (exit 1).
+
     Example: drsentry catalog rebuild --target app --dry-run
     """
     from drsentry.operator.rebuild import rebuild_catalog
@@ -42,7 +44,7 @@ def catalog_rebuild(
         print_json([report.model_dump() for report in reports])
     else:
         table = Table(title="catalog rebuild" + (" (dry run)" if dry_run else ""), title_justify="left")
-        for column in ("target", "manifests", "already present", "added", "unreadable"):
+        for column in ("target", "manifests", "already present", "added", "unreadable", "unrecorded"):
             table.add_column(column)
         for report in reports:
             table.add_row(
@@ -51,10 +53,13 @@ def catalog_rebuild(
                 str(report.already_present),
                 str(len(report.added)),
                 str(len(report.unreadable)),
+                str(len(report.unrecorded)),
             )
         stdout.print(table)
         for report in reports:
             for key, reason in report.unreadable.items():
                 stderr.print(f"unreadable {escape(key)}: {escape(reason)}", highlight=False)
-    if any(report.unreadable for report in reports):
+            for key, reason in report.unrecorded.items():
+                stderr.print(f"unrecorded {escape(key)}: {escape(reason)}", highlight=False)
+    if any(report.unreadable or report.unrecorded for report in reports):
         raise typer.Exit(1)

@@ -298,6 +298,16 @@ def run_replication_check(
         raise typer.Exit(1)
 
 
+def print_unrecorded(report: Any) -> None:
+    """Dumps no record shows: on stderr, one line each, as warnings."""
+    if report.unrecorded_count:
+        stderr.print(
+            f"warning: {report.unrecorded_count} unrecorded backup(s) of {report.target}:", highlight=False
+        )
+    for dump in report.unrecorded:
+        stderr.print(f"unrecorded {escape(dump.key)}: {escape(dump.reason())}", highlight=False)
+
+
 @run_app.command("archive")
 @cli_errors
 def run_archive(
@@ -366,5 +376,6 @@ def run_archive(
                     f"primary copies expired {report.primary_expired}, locks extended {report.extended}",
                     highlight=False,
                 )
+            print_unrecorded(report)
     if print_targets_not_run(result) or not all(report.ok for report in reports):
         raise typer.Exit(1)
