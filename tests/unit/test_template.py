@@ -31,6 +31,7 @@ import yaml
 from cfnlint.api import lint_file
 from cfnlint.decode import decode
 from moto import mock_aws
+from moto.cloudformation import parsing as moto_cloudformation_parsing
 from samtranslator.translator.arn_generator import ArnGenerator
 from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
 from samtranslator.translator.transform import transform
@@ -77,6 +78,7 @@ FULL_PARAMETERS = {
 }
 
 Json = dict[str, Any]
+MOTO_CLEAN_JSON = moto_cloudformation_parsing.clean_json
 
 
 # Loading and transforming ---------------------------------------------------------------
@@ -181,10 +183,25 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def stack_managed_policies(template: Json, role: str) -> list[str]:
+    """The names of the stack's own managed policies (AWS::IAM::ManagedPolicy) a role attaches."""
+    arns = template["Resources"][role]["Properties"].get("ManagedPolicyArns", [])
+    return [arn["Ref"] for arn in arns if isinstance(arn, dict) and "Ref" in arn]
+
+
+def role_documents(template: Json, role: str) -> list[Any]:
+    """A role's own statements: its inline policies and the stack's managed policies it attaches."""
+    documents: list[Any] = [template["Resources"][role]["Properties"].get("Policies", [])]
+    for policy in stack_managed_policies(template, role):
+        assert template["Resources"][policy]["Type"] == "AWS::IAM::ManagedPolicy", policy
+        documents.append(template["Resources"][policy]["Properties"]["PolicyDocument"])
+    return documents
+
+
 def role_actions(cfn: Json, role: str) -> dict[str, list[Any]]:
-    """Action -> the resources it is allowed on, over a role's inline policies."""
+    """Action -> the resources it is allowed on, over a role's inline and stack managed policies."""
     allowed: dict[str, list[Any]] = {}
-    for statement in walk(cfn["Resources"][role]["Properties"].get("Policies", [])):
+    for statement in walk(role_documents(cfn, role)):
         if isinstance(statement, dict) and statement.get("Effect") == "Allow":
             for action in as_list(statement["Action"]):
                 allowed.setdefault(action, []).extend(as_list(statement["Resource"]))
@@ -539,19 +556,76 @@ def test_no_policy_allows_a_wildcard_action(cfn: Json, replica: Json, which: str
 
 def test_function_roles_name_their_resources(sam: Json, cfn: Json) -> None:
     for name in functions(sam):
-        role = cfn["Resources"][f"{name}Role"]["Properties"]
-        for statement in walk(role["Policies"]):
+        for statement in walk(role_documents(cfn, f"{name}Role")):
             if isinstance(statement, dict) and statement.get("Effect") == "Allow":
                 # The one exception: IAM gives scheduler:ListSchedules no resource type to name.
                 if as_list(statement["Action"]) == ["scheduler:ListSchedules"]:
                     continue
                 assert "*" not in as_list(statement["Resource"]), f"{name}: {statement}"
-        managed = {arn.rsplit("/", 1)[-1] for arn in role["ManagedPolicyArns"]}
-        assert managed <= {
-            "AWSLambdaBasicExecutionRole",
-            "AWSXrayWriteOnlyAccess",
-            "AWSLambdaVPCAccessExecutionRole",
-        }
+        for in_vpc in (False, True):
+            assert set(aws_managed_policies(cfn, f"{name}Role", in_vpc)) <= {
+                "AWSLambdaBasicExecutionRole",
+                "AWSXRayDaemonWriteAccess",
+                "AWSLambdaVPCAccessExecutionRole",
+            }
+
+
+def condition_value(sam: Json, node: Any, parameters: dict[str, str]) -> Any:
+    """A condition or value of the template under `parameters` (the defaults for the rest);
+    just the intrinsics the InVpc condition uses."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((function, argument),) = node.items()
+        if function == "Ref":
+            value = parameters.get(argument, default(sam, argument))
+            is_list = sam["Parameters"][argument]["Type"].startswith(("List<", "CommaDelimitedList"))
+            return value.split(",") if is_list else value
+        if function == "Fn::Not":
+            return not condition_value(sam, argument[0], parameters)
+        if function == "Fn::Equals":
+            left, right = (condition_value(sam, side, parameters) for side in argument)
+            return left == right
+        if function == "Fn::Join":
+            separator, values = argument
+            return separator.join(condition_value(sam, values, parameters))
+    return node
+
+
+def aws_managed_policies(cfn: Json, role: str, in_vpc: bool) -> list[str]:
+    """The names of the AWS managed policies a role attaches, with or without a VPC."""
+    names = []
+    for listed in cfn["Resources"][role]["Properties"].get("ManagedPolicyArns", []):
+        arn = listed
+        if isinstance(listed, dict) and "Fn::If" in listed:
+            condition, when_true, when_false = listed["Fn::If"]
+            assert condition == "InVpc", f"{role}: {listed}"
+            arn = when_true if in_vpc else when_false
+        if isinstance(arn, dict) and "Ref" in arn:
+            continue  # AWS::NoValue, or the stack's own managed policy (role_documents)
+        text = arn["Fn::Sub"] if isinstance(arn, dict) else arn
+        assert text.startswith("arn:${AWS::Partition}:iam::aws:policy/"), f"{role}: {arn}"
+        names.append(text.rsplit("/", 1)[-1])
+    return names
+
+
+@pytest.mark.parametrize("subnets", ["", "subnet-1,subnet-2"], ids=["without-vpc", "in-a-vpc"])
+def test_function_roles_hold_the_vpc_access_policy_only_with_subnets(
+    sam: Json, cfn: Json, subnets: str
+) -> None:
+    # Given SubnetIds empty or set, when CloudFormation decides InVpc and creates the roles
+    in_vpc = condition_value(sam, sam["Conditions"]["InVpc"], {"SubnetIds": subnets})
+    assert in_vpc is bool(subnets)
+    lambda_roles = [
+        name
+        for name, role in resources(cfn, "AWS::IAM::Role").items()
+        if "lambda.amazonaws.com" in json.dumps(role["Properties"]["AssumeRolePolicyDocument"])
+    ]
+    assert sorted(lambda_roles) == sorted(f"{name}Role" for name in functions(sam))
+    for role in lambda_roles:
+        # then every function logs and traces, and only functions in the VPC may attach to it
+        expected = ["AWSLambdaBasicExecutionRole", "AWSXRayDaemonWriteAccess"]
+        expected += ["AWSLambdaVPCAccessExecutionRole"] if in_vpc else []
+        assert aws_managed_policies(cfn, role, in_vpc) == expected, role
+    assert sam["Globals"]["Function"]["Tracing"] == "Active"  # what the X-Ray policy is for
 
 
 @pytest.mark.parametrize(
@@ -851,6 +925,16 @@ def upload_artifacts(cfn: Json) -> None:
         s3.put_object(Bucket=ARTIFACT_BUCKET, Key=key, Body=placeholder_zip())
 
 
+def clean_json_like_cloudformation(resource_json: Any, resources_map: Any) -> Any:
+    """moto's intrinsic resolver, except that an element of a list that resolves to AWS::NoValue
+    is removed, as CloudFormation removes it; moto leaves a null there, which its policy
+    validator rejects in a managed policy's conditional statements."""
+    cleaned = MOTO_CLEAN_JSON(resource_json, resources_map)
+    if isinstance(resource_json, list):
+        return [value for value in cleaned if value is not None]
+    return cleaned
+
+
 @pytest.fixture(
     scope="module", params=[{}, FULL_PARAMETERS], ids=["defaults", "replica-crr-vpc"], name="stack"
 )
@@ -865,6 +949,7 @@ def deployed_stack(
     parameters: dict[str, str] = request.param
     with pytest.MonkeyPatch.context() as env, mock_aws(), warnings.catch_warnings():
         env.delenv("AWS_ENDPOINT_URL", raising=False)  # the in-process mock, never a server
+        env.setattr(moto_cloudformation_parsing, "clean_json", clean_json_like_cloudformation)
         warnings.filterwarnings("ignore", "Tried to parse .* not supported by moto", UserWarning)
         upload_artifacts(cfn)
         cloudformation: Any = boto3.client("cloudformation", region_name=REGION)

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_template import TEMPLATE, Json, as_list, load, role_actions, translate, walk
+from test_template import (
+    TEMPLATE,
+    Json,
+    as_list,
+    load,
+    role_actions,
+    stack_managed_policies,
+    translate,
+    walk,
+)
 
 from drsentry.jobs.fargate.task import REASON_ENV, RUN_ID_ENV
 from drsentry.jobs.lambda_container import CONFIG_PARAM_ENV, STATE_MACHINE_ENV
@@ -20,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = ROOT / "infra" / "statemachine" / "run_task.asl.json"
 # Only what the Lambda needs to hand a target to Fargate; a task never starts another task.
 HAND_OFF_SID = "StartFargateRuns"
+# What Lambda's asynchronous invocation needs; a task's failure is recorded by the state machine.
+DEAD_LETTER_SID = "SendFailedInvocations"
 
 
 @pytest.fixture(scope="module")
@@ -32,27 +43,35 @@ def cfn(sam: Json) -> Json:
     return translate(sam)
 
 
-def statements(policies: Any) -> list[Any]:
-    found = []
-    for node in walk(policies):
-        if isinstance(node, dict) and "Statement" in node and isinstance(node["Statement"], list):
-            found.extend(node["Statement"])
-    return found
+def sids(document: Any) -> set[str]:
+    return {node["Sid"] for node in walk(document) if isinstance(node, dict) and "Sid" in node}
 
 
-def function_statements(sam: Json, function: str) -> list[Any]:
-    kept = []
-    for statement in statements(sam["Resources"][function]["Properties"]["Policies"]):
-        sids = {node.get("Sid") for node in walk(statement) if isinstance(node, dict)}
-        if HAND_OFF_SID not in sids:
-            kept.append(statement)
-    return kept
-
-
-def test_each_task_role_holds_exactly_its_function_roles_statements(sam: Json) -> None:
-    for task_role, function in (("BackupTaskRole", "BackupFunction"), ("VerifyTaskRole", "VerifyFunction")):
-        task = statements(sam["Resources"][task_role]["Properties"]["Policies"])
-        assert task == function_statements(sam, function), task_role
+@pytest.mark.parametrize("job", ["Backup", "Verify"])
+def test_a_fargate_run_has_exactly_the_rights_of_the_lambda_run(cfn: Json, job: str) -> None:
+    task = cfn["Resources"][f"{job}TaskRole"]["Properties"]
+    function = cfn["Resources"][f"{job}FunctionRole"]["Properties"]
+    shared = f"{job}Policy"
+    # one policy, attached to both roles: nothing to keep in step
+    assert task["ManagedPolicyArns"] == [{"Ref": shared}]
+    assert "Policies" not in task
+    assert {"Ref": shared} in function["ManagedPolicyArns"]
+    assert stack_managed_policies(cfn, f"{job}FunctionRole") == [shared]
+    # the function role's own statements are what only a Lambda does: hand a target to Fargate
+    # (a task never starts another task) and send its failed invocation to the dead-letter queue
+    assert sids(function["Policies"]) == {HAND_OFF_SID, DEAD_LETTER_SID}
+    assert not {HAND_OFF_SID, DEAD_LETTER_SID} & sids(cfn["Resources"][shared])
+    lambda_only = {
+        action
+        for node in walk(function["Policies"])
+        if isinstance(node, dict) and "Action" in node
+        for action in as_list(node["Action"])
+    }
+    assert lambda_only == {"states:StartExecution", "sqs:SendMessage"}
+    on_lambda = role_actions(cfn, f"{job}FunctionRole")
+    on_fargate = role_actions(cfn, f"{job}TaskRole")
+    assert on_fargate
+    assert on_fargate == {action: where for action, where in on_lambda.items() if action not in lambda_only}
 
 
 def test_task_roles_allow_no_wildcard_action_and_name_every_resource(cfn: Json) -> None:
@@ -123,7 +142,7 @@ def test_backup_and_verify_functions_know_the_state_machine_only_in_a_vpc(sam: J
         assert variables[STATE_MACHINE_ENV] == {"Fn::If": ["InVpc", {"Ref": "RunTaskStateMachine"}, ""]}
         start = [
             node
-            for node in walk(sam["Resources"][function]["Properties"]["Policies"])
+            for node in walk(sam["Resources"][f"{function}Role"]["Properties"]["Policies"])
             if isinstance(node, dict) and node.get("Sid") == HAND_OFF_SID
         ]
         assert [as_list(s["Action"]) for s in start] == [["states:StartExecution"]]
