@@ -11,17 +11,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from drsentry.jobs.archive.job import archive_target
 
 
 def _locked(s3: Any, bucket: str, key: str, version_id: str) -> bool:
-    try:
-        retention = s3.get_object_retention(Bucket=bucket, Key=key, VersionId=version_id)["Retention"]
-    except ClientError:
-        return False  # no retention on this version
-    return bool(retention["RetainUntilDate"] > datetime.now(UTC))
+    # HEAD of the version: moto's GetObjectRetention fails on a key whose current version is a
+    # delete marker; a version without a lock has no ObjectLockRetainUntilDate.
+    head = s3.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    until = head.get("ObjectLockRetainUntilDate")
+    return until is not None and until > datetime.now(UTC)
 
 
 def assert_withdrawn(s3: Any, bucket: str, prefix: str = "") -> list[str]:
