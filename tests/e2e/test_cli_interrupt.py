@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from cli_process import COMMAND, run_cli
 
+from bucket_state import assert_nothing_at_all, assert_withdrawn_then_purged
 from drsentry.core.config import load_config
 from drsentry.core.errors import Interrupted
 from drsentry.jobs.backup.run import BackupRun
@@ -45,9 +46,8 @@ def wait_for_blocked_dump(source_dsn: str, timeout: float = 30.0) -> None:
 
 def assert_nothing_stored(config_path: Path) -> None:
     config = load_config(config_path)
-    s3 = build_runtime(config).clients.s3()
-    assert s3.list_objects_v2(Bucket=config.storage.bucket).get("KeyCount", 0) == 0
-    assert s3.list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
+    # The run stopped before any upload completed: not even a withdrawn version is left.
+    assert_nothing_at_all(build_runtime(config).clients.s3(), config.storage.bucket)
 
 
 @pytest.mark.parametrize(
@@ -128,4 +128,7 @@ def test_an_interrupt_after_the_upload_removes_the_stored_objects(
     [record] = runtime.catalog.list_backups("app")
     assert record.status == "failed"
     assert record.error is not None and record.error.startswith("interrupted by SIGTERM")
-    assert_nothing_stored(path)
+    # withdrawn at once (dump, roles object, manifest), gone for good after one archive run
+    hidden, report = assert_withdrawn_then_purged(build_runtime(config), "app")
+    assert record.key in hidden and record.manifest_key in hidden
+    assert report.purged == 1

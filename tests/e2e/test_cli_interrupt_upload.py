@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from cli_process import COMMAND, run_cli
 
+from bucket_state import assert_nothing_at_all
 from drsentry.core.errors import RunInProgress
 from drsentry.jobs.runtime import build_runtime
 from integration.fault_proxy import FaultProxy, Rule, s3_upload_part
@@ -135,8 +136,8 @@ def test_a_backup_interrupted_mid_stream_aborts_the_upload_and_records_itself(
     assert stdout == ""
     # and pg_dump is gone from the source, no object or part is left, the record says why
     _wait_until(lambda: _pg_dump_sessions(big_source) == 0, "pg_dump's session end", timeout=10)
-    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
-    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    # (the upload never completed: not even a withdrawn version is left)
+    assert_nothing_at_all(s3, bucket)
     [record] = json.loads(run_cli("backups", "list", "--config", str(path), "--json").stdout)
     assert record["status"] == "failed"
     assert record["error"].startswith(f"interrupted by {stop.name}")

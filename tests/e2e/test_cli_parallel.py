@@ -20,6 +20,7 @@ import pytest
 import yaml
 from cli_process import COMMAND, run_cli
 
+from bucket_state import assert_nothing_at_all
 from drsentry.core.config import load_config
 from drsentry.jobs.runtime import build_runtime
 from drsentry.local.sample import create_sample_database, drop_database
@@ -171,6 +172,5 @@ def test_a_signal_stops_every_running_target_and_each_records_itself(
         assert record.status == "failed"
         assert record.error is not None and record.error.startswith(f"interrupted by {name}")
         runtime.catalog.locks.acquire(target, "next-run", ttl_seconds=60)
-    s3 = runtime.clients.s3()
-    assert s3.list_objects_v2(Bucket=config.storage.bucket).get("KeyCount", 0) == 0
-    assert s3.list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
+    # (no upload completed before the signal: not even a withdrawn version is left)
+    assert_nothing_at_all(runtime.clients.s3(), config.storage.bucket)

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from bucket_state import assert_withdrawn_then_purged
 from drsentry.core.errors import Interrupted, PostgresError
 from drsentry.core.events import ScheduledEvent
 from drsentry.jobs.backup import dump as backup_dump
@@ -17,13 +18,6 @@ from drsentry.jobs.backup.run import BackupRun
 from drsentry.jobs.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
-
-
-def _keys(clients: Any, bucket: str) -> list[str]:
-    versions = clients.s3().list_object_versions(Bucket=bucket)
-    return [v["Key"] for v in versions.get("Versions", [])] + [
-        m["Key"] for m in versions.get("DeleteMarkers", [])
-    ]
 
 
 def _terminate_backup_sessions(source_dsn: str) -> int:
@@ -89,9 +83,10 @@ def test_a_failure_after_the_upload_removes_the_stored_dump_before_recording_fai
     assert len(uploaded) == 1
     assert record.status == "failed"
     assert record.error is not None and "snapshot session ended" in record.error
-    assert "stored objects removed" in record.error
-    assert _keys(clients, config.storage.bucket) == []
-    assert clients.s3().list_multipart_uploads(Bucket=config.storage.bucket).get("Uploads", []) == []
+    assert "stored objects withdrawn" in record.error
+    hidden, report = assert_withdrawn_then_purged(runtime, "app")
+    assert hidden == uploaded
+    assert report.purged == 1
 
 
 def test_a_retry_of_an_interrupted_runs_event_runs_again(

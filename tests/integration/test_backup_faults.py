@@ -12,6 +12,7 @@ import pytest
 from fault_proxy import FaultProxy, Rule, dynamodb, s3_complete_upload, s3_put_tagging, s3_upload_part
 from typer.testing import CliRunner
 
+from bucket_state import assert_withdrawn_then_purged
 from drsentry.adapters.aws import AwsClients
 from drsentry.core.errors import CatalogWriteFailed
 from drsentry.core.events import ScheduledEvent
@@ -123,12 +124,15 @@ def test_failed_tagging_removes_the_completed_object(
 
     record = backup_target(_runtime(config), "app")
 
-    # Then no untagged dump stays behind: every version is deleted and the run is failed
+    # Then no untagged dump stays visible: it is withdrawn at once and the run is failed; the next
+    # archive run deletes every version of it
     assert rule.applied >= FEW_ATTEMPTS  # retried before giving up
     assert record.status == "failed"
     assert "tagging failed" in (record.error or "")
-    assert _nothing_left(clients, config.storage.bucket)
     assert _runtime(config).catalog.get_backup(record.backup_id).status == "failed"
+    hidden, report = assert_withdrawn_then_purged(_runtime(config), "app")
+    assert hidden == [record.key]
+    assert report.purged == 1
 
 
 def test_latency_does_not_break_the_backup(

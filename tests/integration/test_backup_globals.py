@@ -19,6 +19,7 @@ from locked_objects import destroy_every_version
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from roles_database import RolesDatabase
 
+from bucket_state import assert_withdrawn_then_purged
 from conftest import KNOWN_SECRETS, REPLICA_REGION
 from drsentry.adapters.pgtools import find_tool
 from drsentry.core.records import BackupRecord
@@ -46,13 +47,6 @@ def _body(clients: Any, bucket: str, key: str, region: str | None = None) -> byt
 def _tags(clients: Any, bucket: str, key: str) -> dict[str, str]:
     tags = clients.s3().get_object_tagging(Bucket=bucket, Key=key)["TagSet"]
     return {tag["Key"]: tag["Value"] for tag in tags}
-
-
-def _all_keys(clients: Any, bucket: str) -> list[str]:
-    versions = clients.s3().list_object_versions(Bucket=bucket)
-    return [v["Key"] for v in versions.get("Versions", [])] + [
-        m["Key"] for m in versions.get("DeleteMarkers", [])
-    ]
 
 
 @pytest.fixture
@@ -170,8 +164,8 @@ def test_failing_pg_dumpall_fails_the_backup_and_leaves_nothing(
     assert record.status == "failed"
     assert "pg_dumpall --globals-only exited with code 1" in (record.error or "")
     assert "permission denied for table pg_authid" in (record.error or "")
-    assert _all_keys(clients, config.storage.bucket) == []
     assert build_runtime(config).catalog.get_backup(record.backup_id).status == "failed"
+    assert_withdrawn_then_purged(build_runtime(config), "app")
 
 
 def test_replica_copy_and_check_include_the_roles_object(

@@ -20,6 +20,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
+from bucket_state import assert_withdrawn_then_purged
 from conftest import KNOWN_SECRETS, embedded_server
 from drsentry.adapters.table.keys import backup_sk, key, target_pk
 from drsentry.core.records import BackupRecord, VerificationRecord
@@ -186,12 +187,15 @@ def test_a_database_that_cannot_be_connected_to_fails_the_backup_naming_it_and_l
     # When it is backed up
     record = backup_target(runtime, "app")
 
-    # Then the backup failed naming the database, and no object is left (app's dump was removed)
+    # Then the backup failed naming the database, and no object is left (app's dump was withdrawn,
+    # then purged by the archive run)
     assert record.status == "failed"
     assert record.error is not None and record.error.startswith("database 'locked': ")
     assert "\n" not in record.error
     listed = list(runtime.buckets.bucket(record.bucket).iter_objects(config.storage.prefix))
     assert listed == []
+    hidden, _ = assert_withdrawn_then_purged(runtime, "app", config.storage.prefix)
+    assert [key.rsplit("/", 1)[-1] for key in hidden] == ["app.dump"]
 
 
 def test_verify_checks_each_database_and_names_the_one_whose_object_is_corrupt(

@@ -640,11 +640,16 @@ def test_function_roles_hold_the_vpc_access_policy_only_with_subnets(
                 "sns:Publish",
                 "kms:GenerateDataKey",
             },
+            # s3:DeleteObject only adds a delete marker (a failed run withdraws its objects);
+            # destroying a version takes s3:DeleteObjectVersion.
             {
-                "s3:DeleteObject",
                 "s3:DeleteObjectVersion",
                 "s3:RestoreObject",
                 "s3:BypassGovernanceRetention",
+                "s3:PutBucketObjectLockConfiguration",
+                "s3:PutBucketVersioning",
+                "s3:PutBucketPolicy",
+                "s3:PutBucketLifecycleConfiguration",
             },
         ),
         ("verify", {"s3:GetObject", "s3:RestoreObject", "kms:Decrypt"}, {"s3:PutObject", "s3:DeleteObject"}),
@@ -693,8 +698,10 @@ def object_actions(cfn: Json, role: str, objects: Json) -> set[str]:
 @pytest.mark.parametrize(
     ("folder", "objects", "expected"),
     [
-        # creates and locks backups, aborts its uploads; never deletes a version
-        ("backup", BACKUPS, WRITE | READ | READ_TAGS | UPLOADS | LOCK),
+        # creates and locks backups, aborts its uploads; never deletes a version. s3:DeleteObject
+        # without a version id adds a delete marker only: how a failed run withdraws its objects
+        # (the archive run purges them); S3 destroys a version only with s3:DeleteObjectVersion.
+        ("backup", BACKUPS, WRITE | READ | READ_TAGS | UPLOADS | LOCK | {"s3:DeleteObject"}),
         ("backup", REPLICAS, WRITE | {"s3:GetObject"} | READ_TAGS | UPLOADS | LOCK),
         ("backup", ARCHIVES, set()),
         # the only one that deletes (S3 refuses it what is locked) and extends locks

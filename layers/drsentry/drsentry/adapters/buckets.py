@@ -637,6 +637,26 @@ class Bucket:
             [(entry.key, entry.version_id) for entry in self.iter_versions(key) if entry.key == key]
         )
 
+    def hide(self, keys: Sequence[str]) -> None:
+        """Withdraw objects without destroying any version: a DeleteObjects without version ids
+        puts a delete marker on each key of a versioned bucket, so the object leaves listings and
+        GETs while every version stays (what a role without s3:DeleteObjectVersion can do; the
+        archive run purges the versions of a failed run). A thousand keys a request."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            try:
+                response = self.s3.delete_objects(
+                    Bucket=self.name, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+                )
+            except AWS_ERRORS as exc:
+                raise self._failed("withdrawal", exc, batch[0]) from exc
+            errors = list(response.get("Errors", []))
+            if errors:
+                first = errors[0]
+                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                reason = f"{first.get('Code')}: {first.get('Message', '')}".rstrip(": ")
+                raise StorageError(f"s3://{self.name}/{first.get('Key')}: withdrawal failed{more}: {reason}")
+
 
 def _raise_delete_errors(bucket: str, errors: Sequence[Mapping[str, Any]]) -> None:
     if not errors:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from drsentry.core import gfs
 from drsentry.core.gfs import RetentionDecision
 from drsentry.core.records import RunNotice
+from drsentry.jobs.archive.purge import HiddenBackup, PurgeOutcome
 from drsentry.jobs.backup.unrecorded import UnrecordedBackup
 
 # A real run's result is also the idempotency record (one DynamoDB item, 400 KB at most),
@@ -72,13 +73,24 @@ class TargetArchiveReport(BaseModel):
     # cannot see them, so the run says so, as a warning, every time until someone acts.
     unrecorded: list[UnrecordedBackup] = Field(default_factory=list)
     unrecorded_count: int = 0
+    # Withdrawn backups of failed runs deleted for good, those left under Object Lock, purges that
+    # failed; completed backups a delete marker hides (jobs/archive/purge.py): never deleted, a warning.
+    purged: int = 0
+    purge_locked: int = 0
+    purge_problems: list[str] = Field(default_factory=list)
+    hidden_completed: list[HiddenBackup] = Field(default_factory=list)
+
+    def add_purge(self, outcome: PurgeOutcome) -> None:
+        self.purged, self.purge_locked = outcome.purged, outcome.locked
+        self.purge_problems = outcome.problems[:MAX_UNRECORDED_LISTED]
+        self.hidden_completed = outcome.hidden_completed[:MAX_UNRECORDED_LISTED]
 
     def list_unrecorded(self, found: list[UnrecordedBackup]) -> None:
         self.unrecorded, self.unrecorded_count = found[:MAX_UNRECORDED_LISTED], len(found)
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.refused == 0
+        return self.failed == 0 and self.refused == 0 and not self.purge_problems
 
     def summary(self) -> str:
         counts = self.counts
@@ -93,6 +105,8 @@ class TargetArchiveReport(BaseModel):
             done += f", primary copy expired {self.primary_expired}"
         if self.extended:
             done += f", lock extended {self.extended}"
+        if self.purged:
+            done += f", withdrawn failed backups purged {self.purged}"
         problems = [
             f"{count} {label}"
             for count, label in (
@@ -100,6 +114,9 @@ class TargetArchiveReport(BaseModel):
                 (self.refused, "refused by Object Lock"),
                 (self.deferred, "left for the next run"),
                 (self.locked, "still under Object Lock"),
+                (len(self.purge_problems), "purge(s) of withdrawn backups failed"),
+                (self.purge_locked, "withdrawn backup(s) left under Object Lock"),
+                (len(self.hidden_completed), "completed backup(s) hidden by a delete marker"),
             )
             if count
         ]
@@ -142,8 +159,13 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
         failing.append("expiry")
     if report.unrecorded_count:
         failing.append("unrecorded backups")
+    if report.purge_problems:
+        failing.append("purge")
+    if report.hidden_completed:
+        failing.append("hidden backups")
+    warned = report.refused or report.unrecorded_count or report.hidden_completed
     severity: Literal["critical", "warning", "info"] = (
-        "critical" if report.failed else "warning" if report.refused or report.unrecorded_count else "info"
+        "critical" if report.failed or report.purge_problems else "warning" if warned else "info"
     )
     problems = [row for row in report.decisions if row.outcome in {"failed", "refused"}]
     return (
@@ -163,6 +185,13 @@ def notice_for(report: TargetArchiveReport, run_id: str) -> tuple[RunNotice, lis
                 "refused": report.refused,
                 "deferred": report.deferred,
                 "locked": report.locked,
+                "purged": report.purged,
+                "purge_locked": report.purge_locked,
+                "purge_problems": report.purge_problems[:20],
+                "hidden_backups": [
+                    {"backup_id": hidden.backup_id, "keys": hidden.keys, "warning": hidden.warning()}
+                    for hidden in report.hidden_completed[:20]
+                ],
                 "problems": [
                     {
                         "backup_id": row.backup_id,

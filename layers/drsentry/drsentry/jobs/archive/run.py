@@ -18,6 +18,7 @@ from drsentry.core.observability import logger
 from drsentry.core.records import BackupRecord, iso, parse_iso
 from drsentry.jobs.archive.copy import archive_backup
 from drsentry.jobs.archive.expire import StillLocked, expire_backup, expire_primary_copy
+from drsentry.jobs.archive.purge import purge_withdrawn
 from drsentry.jobs.archive.report import DecisionRow, TargetArchiveReport
 from drsentry.jobs.backup.unrecorded import find_unrecorded
 from drsentry.jobs.object_lock import backup_keys, lock_objects
@@ -107,6 +108,8 @@ class ArchiveRun:
                     raise
         report.count_outcomes(list(rows.values()))
         report.list_unrecorded(find_unrecorded(self.runtime, self.target.name))
+        # What failed backup runs withdrew (delete markers) is deleted here: the backup role may not.
+        report.add_purge(purge_withdrawn(self.runtime, self.target.name, dry_run=self.dry_run))
         return report
 
     def _apply(self, row: DecisionRow, action: Callable[[], str]) -> None:

@@ -7,7 +7,7 @@ the server's, captured once with the first database. One after the other, not in
 every dump already uses a core for zstd and one for pg_dump, and a Lambda has two.
 
 A database that cannot be dumped (dropped since it was listed, no CONNECT, pg_dump failing)
-fails the whole backup, naming it: the dumps already stored are removed, so a backup is
+fails the whole backup, naming it: the dumps already stored are withdrawn, so a backup is
 either every database or nothing.
 """
 
@@ -89,8 +89,8 @@ def dump_databases(
                 extra={"database": name, "key": key, "size_bytes": outcome.stored.size_bytes},
             )
     except BaseException:
-        for done in dumped:
-            bucket.delete_all_versions(done.key)
+        # Withdrawn (a delete marker each): the backup role may not destroy a version.
+        bucket.hide([done.key for done in dumped])
         raise
     return dumped
 

@@ -237,7 +237,8 @@ class DatabaseDump:
             # metadata would need the object copied onto itself.
             self.bucket.put_tags(stored.key, checksum_tags(stored), stored.version_id)
         except DrsentryError:
-            self.bucket.delete_all_versions(stored.key)
+            # Withdrawn (a delete marker): the backup role may not destroy a version.
+            self.bucket.hide([stored.key])
             raise
         return stored
 

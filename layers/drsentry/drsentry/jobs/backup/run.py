@@ -105,14 +105,15 @@ class BackupRun:
         return Interrupted.of(exc, f"{what} interrupted by {signal_name}: {cleaned}; recorded as failed")
 
     def _remove_stored(self) -> int:
-        """Delete every version of every object this backup stored; how many there were. A
-        `failed` record never stands beside a stored dump (a dump may fail after its upload
-        completed: tags, roles object, manifest, the snapshot session)."""
+        """Withdraw every object this backup stored (a delete marker on each: no reader sees it);
+        how many there were. A `failed` record never stands beside a visible dump (a dump may fail
+        after its upload completed: tags, roles object, manifest, the snapshot session). The
+        backup role may not destroy a version; the next archive run purges them (jobs/archive/purge.py)."""
         prefix = objects_prefix(self.config.storage.prefix, self.target.name, self.backup_id)
-        versions = [(entry.key, entry.version_id) for entry in self.bucket.iter_versions(prefix)]
-        if versions:
-            self.bucket.delete_versions(versions)
-        return len(versions)
+        keys = [entry.key for entry in self.bucket.iter_objects(prefix)]
+        if keys:
+            self.bucket.hide(keys)
+        return len(keys)
 
     def _removal_note(self) -> str:
         """What the failed record adds about the objects this backup had stored, if any."""
@@ -120,7 +121,7 @@ class BackupRun:
             removed = self._remove_stored()
         except DrsentryError as exc:
             return f"; removing the stored objects failed: {exc}"
-        return "; stored objects removed" if removed else ""
+        return "; stored objects withdrawn" if removed else ""
 
     def _failure_reason(self, exc: DrsentryError | OSError) -> str:
         # Whatever broke after the watchdog fired broke because it fired: the timeout is the cause.
@@ -229,13 +230,11 @@ class BackupRun:
         }
 
     def _record_success(self, dumped: list[DumpedDatabase]) -> BackupRecord:
-        dump_keys = [database.key for database in dumped]
         try:
             cluster_globals = self._store_globals(dumped)
         except DrsentryError as exc:
-            for key in dump_keys:
-                self.bucket.delete_all_versions(key)
-            return self._record_failure(f"writing the roles object failed, backup object removed: {exc}")
+            self._remove_stored()
+            return self._record_failure(f"writing the roles object failed, backup object withdrawn: {exc}")
         tier = self._tier()
         retain_until = self._retain_until()
         record = self._base_record(
@@ -255,10 +254,9 @@ class BackupRun:
             facts = None if record.databases else dumped[0].outcome.facts
             self.bucket.put_json(self.manifest_key, backup_manifest(record, facts))
         except DrsentryError as exc:
-            for key in record.all_keys():
-                self.bucket.delete_all_versions(key)
+            self._remove_stored()
             return self._record_failure(
-                f"writing the manifest failed, backup and roles objects removed: {exc}"
+                f"writing the manifest failed, backup and roles objects withdrawn: {exc}"
             )
         try:
             self.runtime.catalog.put_backup(record)

@@ -299,13 +299,18 @@ def run_replication_check(
 
 
 def print_unrecorded(report: Any) -> None:
-    """Dumps no record shows: on stderr, one line each, as warnings."""
+    """Dumps no record shows, and completed backups a delete marker hides: on stderr, one line each."""
     if report.unrecorded_count:
         stderr.print(
             f"warning: {report.unrecorded_count} unrecorded backup(s) of {report.target}:", highlight=False
         )
     for dump in report.unrecorded:
         stderr.print(f"unrecorded {escape(dump.key)}: {escape(dump.reason())}", highlight=False)
+    # Completed backups a delete marker hides (jobs/archive/purge.py): never purged, a warning.
+    for hidden in report.hidden_completed:
+        stderr.print(f"warning: {escape(hidden.warning())}", highlight=False)
+    for problem in report.purge_problems:
+        stderr.print(f"error: {escape(problem)}", highlight=False)
 
 
 @run_app.command("archive")
@@ -376,6 +381,12 @@ def run_archive(
                     f"primary copies expired {report.primary_expired}, locks extended {report.extended}",
                     highlight=False,
                 )
+                if report.purged or report.purge_locked:
+                    stdout.print(
+                        f"withdrawn failed backups purged {report.purged}, "
+                        f"left under Object Lock {report.purge_locked}",
+                        highlight=False,
+                    )
             print_unrecorded(report)
     if print_targets_not_run(result) or not all(report.ok for report in reports):
         raise typer.Exit(1)
