@@ -106,7 +106,7 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"storage-cost-{stamp}.json").write_text(json.dumps(document, indent=2) + "\n")
     print(
-        "| after | when | primary copies | replica copies | archive copies | STANDARD (TB) "
+        "| period | when | primary copies | replica copies | archive copies | STANDARD (TB) "
         "| DEEP_ARCHIVE (TB) | USD / month |"
     )
     print("|---|---|---|---|---|---|---|---|")
