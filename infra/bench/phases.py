@@ -165,6 +165,7 @@ def instrument_verify() -> Callable[[Any, Any], Any]:
     from drsentry.adapters import buckets as storage
     from drsentry.adapters import pgmeta
     from drsentry.adapters import restore_stream as restore
+    from drsentry.adapters import throwaway_server as throwaway
     from drsentry.adapters.table import Catalog
     from drsentry.adapters.table.locks import RunLocks
     from drsentry.adapters.table.verifications import VerificationLog
@@ -176,6 +177,13 @@ def instrument_verify() -> Callable[[Any, Any], Any]:
     timed(RunLocks, "release", "catalog: unlock")
     timed(Catalog, "iter_backups", "catalog: list backups")
     timed(run.VerificationRun, "_prepare", "credentials, pg_restore --version")
+    timed(scratch, "find_server_binaries", "throwaway: find postgres (postgres --version)")
+    timed(throwaway, "remove_leftovers", "throwaway: remove leftover directories")
+    timed(throwaway, "_initdb", "throwaway: initdb")
+    timed(throwaway, "_start", "throwaway: start postgres until ready")
+    timed(throwaway, "destroy", "throwaway: stop postgres, remove its directory")
+    timed(scratch, "require_extensions", "throwaway: extensions the backup needs (archive head)")
+    timed(run.VerificationRun, "_bring_roles", "roles from the backup's roles object")
     timed(scratch.ScratchDatabase, "drop_leftovers", "scratch: drop leftovers")
     timed(scratch.ScratchDatabase, "create", "scratch: create database")
     timed(run.VerificationRun, "_expected", "manifest")

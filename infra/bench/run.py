@@ -180,7 +180,14 @@ class Bench:
         for page in pages:
             for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
                 if entry["Key"] == key:
-                    self.s3.delete_object(Bucket=self.bucket, Key=key, VersionId=entry["VersionId"])
+                    # Backups are under Object Lock (governance): the bench, as the bucket's owner,
+                    # removes its own runs' objects by bypassing it (moto keeps them in memory).
+                    self.s3.delete_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        VersionId=entry["VersionId"],
+                        BypassGovernanceRetention=True,
+                    )
 
     def delete_backup(self, record: dict[str, Any]) -> None:
         for key in (record.get("key"), record.get("manifest_key")):

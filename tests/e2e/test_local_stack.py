@@ -115,7 +115,9 @@ def test_config_names_the_sample_database_with_a_full_verify_section(document: d
     assert target.name == "app"
     assert target.dsn_secret == "drsentry/app-db"
     assert target.verify is not None
-    assert target.verify.scratch_dsn_secret == "drsentry/scratch"
+    # no scratch server named: verify's default, a blank throwaway server per run
+    assert target.verify.scratch_dsn is None and target.verify.scratch_dsn_secret is None
+    assert target.verify.standing_scratch is False
     assert target.verify.critical_tables == ["organizations", "profiles", "appointments"]
     assert target.verify.functions == [SAMPLE_FUNCTION]
     assert target.verify.rls_tables == ["profiles"]

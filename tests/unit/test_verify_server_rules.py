@@ -78,6 +78,8 @@ def test_throwaway_settings_are_tuned_for_one_restore_and_sized_to_memory() -> N
         "off"
     }
     assert small["wal_level"] == "minimal" and small["max_wal_senders"] == "0"
+    # verify restores in one transaction, which locks every relation it creates
+    assert int(small["max_locks_per_transaction"]) >= 1024
 
 
 def test_no_scratch_server_named_means_a_throwaway_one_and_both_are_refused() -> None:

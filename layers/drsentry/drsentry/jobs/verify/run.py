@@ -255,6 +255,7 @@ class VerificationRun:
             scratch = ScratchDatabase(
                 server.dsn, self.scratch_db, self.runtime.run_id, self.runtime.clock, self._clean
             )
+            scratch.drop_after = not server.throwaway
             self._scratch = scratch
             with scratch.created_for_the_run():
                 if server.throwaway:
@@ -339,7 +340,7 @@ class VerificationRun:
                 self.backup.key,
                 restored_dsn,
                 pg_restore,
-                options=RESTORE_OPTIONS,
+                options=(*RESTORE_OPTIONS, *(self.server.restore_options if self.server else ())),
                 session_settings={
                     **SCRATCH_SESSION_SETTINGS,
                     **(self.server.session_settings if self.server else {}),
