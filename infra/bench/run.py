@@ -614,6 +614,10 @@ def main() -> int:
             scales = f"{scale / 4:g},{scale:g}"
             arguments = ["--scales", scales, "--quiet-cores", str(args.quiet_cores)]
             document["task_memory"] = run_script("task_memory.py", arguments)
+            for job, judged in document["task_memory"].get("judged", {}).items():
+                peaks = judged["peak_rss_bytes"]
+                growth = judged["growth"]
+                log(f"task {job}: entry process peak RSS {peaks}, growth {growth}: {judged['result']}")
         if "cold-start" in sections:
             quiet(args.quiet_cores)
             log("cold start: building the layer, importing each handler")
