@@ -67,6 +67,9 @@ RESULTS = BENCH / "results"
 RESULTS_MARKDOWN = BENCH / "RESULTS.md"
 SMALL_SCALE = 0.1
 SECTIONS = ("backup", "memory", "phases", "verify", "replication", "gfs", "cold-start", "throwaway")
+# Run only when asked (--only task-memory): it backs up and verifies two databases, BENCH_SCALE/4
+# and BENCH_SCALE, through the Fargate task's entry point (task_memory.py).
+ASKED_FOR_SECTIONS = ("task-memory",)
 SEEDS_PREFIX = "bench-seeds/"
 # Before each sample, wait until the machine (nothing of ours running) uses less than this many
 # cores: other people's test suites share it. 0 turns the wait off.
@@ -532,7 +535,11 @@ def local_stack() -> Iterator[dict[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each contender (default 3)")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated: {', '.join(SECTIONS + ASKED_FOR_SECTIONS)} (default: all but the last)",
+    )
     parser.add_argument("--replication-backups", type=int, default=10_000)
     parser.add_argument(
         "--compression-level", type=int, help="storage.compression_level for drsentry (default: the config's)"
@@ -547,7 +554,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     sections = {name.strip() for name in args.only.split(",") if name.strip()}
-    unknown = sections - set(SECTIONS)
+    unknown = sections - set(SECTIONS) - set(ASKED_FOR_SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     scale = float(os.environ.get("BENCH_SCALE", "1"))
@@ -564,7 +571,7 @@ def main() -> int:
         "repeat": args.repeat,
         "compression_level": args.compression_level,
         "quiet_cores": args.quiet_cores,
-        "sections": sorted(sections, key=SECTIONS.index),
+        "sections": sorted(sections, key=(SECTIONS + ASKED_FOR_SECTIONS).index),
         "machine": machine(),
         "load_average": {"start": [round(value, 2) for value in os.getloadavg()]},
     }
@@ -608,6 +615,16 @@ def main() -> int:
             quiet(args.quiet_cores)
             log("GFS plan of 100,000 rows")
             document["gfs_plan"] = run_script("gfs_plan.py", ["--rows", "100000", "--repeat", "5"])
+        if "task-memory" in sections:
+            quiet(args.quiet_cores)
+            log(f"peak RSS through the Fargate task's entry point, scales {scale / 4:g} and {scale:g}")
+            scales = f"{scale / 4:g},{scale:g}"
+            arguments = ["--scales", scales, "--quiet-cores", str(args.quiet_cores)]
+            document["task_memory"] = run_script("task_memory.py", arguments)
+            for job, judged in document["task_memory"].get("judged", {}).items():
+                peaks = judged["peak_rss_bytes"]
+                growth = judged["growth"]
+                log(f"task {job}: entry process peak RSS {peaks}, growth {growth}: {judged['result']}")
         if "cold-start" in sections:
             quiet(args.quiet_cores)
             log("cold start: building the layer, importing each handler")
