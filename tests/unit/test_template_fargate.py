@@ -147,3 +147,24 @@ def test_backup_and_verify_functions_know_the_state_machine_only_in_a_vpc(sam: J
         ]
         assert [as_list(s["Action"]) for s in start] == [["states:StartExecution"]]
         assert start[0]["Resource"] == {"Ref": "RunTaskStateMachine"}
+
+
+def test_every_role_that_reads_the_database_secrets_is_an_output(cfn: Json) -> None:
+    # A secret under a customer managed key needs kms:Decrypt granted, in the key's policy, to
+    # each role that reads it: the stack names every such role, the Fargate tasks' included.
+    readers = {
+        name
+        for name, resource in cfn["Resources"].items()
+        if resource["Type"] == "AWS::IAM::Role"
+        and any(
+            "DatabaseSecretArns" in json.dumps(where)
+            for where in role_actions(cfn, name).get("secretsmanager:GetSecretValue", [])
+        )
+    }
+    named = {
+        output["Value"]["Fn::GetAtt"][0]
+        for output in cfn["Outputs"].values()
+        if isinstance(output["Value"], dict) and "Fn::GetAtt" in output["Value"]
+    }
+    assert {"BackupTaskRole", "VerifyTaskRole"} <= readers
+    assert readers <= named, f"roles reading the database secrets but not in the outputs: {readers - named}"
