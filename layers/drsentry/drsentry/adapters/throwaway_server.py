@@ -237,6 +237,11 @@ def _server_alive(data_dir: Path) -> bool:
         pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return False
+    return process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

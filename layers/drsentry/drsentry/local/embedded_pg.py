@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drsentry.adapters.throwaway_server import process_alive
+
 SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 START_TIMEOUT_SECONDS = 60
@@ -95,7 +97,7 @@ def start(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     if state_file.exists():
         state = json.loads(state_file.read_text())
         server = EmbeddedServer(data_dir, int(state["port"]), state["password"])
-        if server.pid and _alive(server.pid):
+        if server.pid and process_alive(server.pid):
             return server
         port = port or server.port
         password = server.password
@@ -162,16 +164,6 @@ def start(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     return server
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait_ready(server: EmbeddedServer) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -186,7 +178,7 @@ def _wait_ready(server: EmbeddedServer) -> None:
 def running(data_dir: Path) -> bool:
     """A server of `data_dir` is alive (its postmaster.pid names a live process)."""
     pid = EmbeddedServer(data_dir.resolve(), 0, "").pid
-    return pid is not None and _alive(pid)
+    return pid is not None and process_alive(pid)
 
 
 def forget(data_dir: Path) -> None:
