@@ -426,6 +426,27 @@ def test_a_lambda_hands_a_fargate_target_to_the_state_machine_and_writes_no_reco
     )
 
 
+def test_a_hand_off_step_functions_refuses_is_a_target_not_run_with_a_critical_notice(
+    stack: Stack, make_config: Any
+) -> None:
+    # Given a Fargate target whose state machine does not exist (deleted, or a wrong ARN)
+    runtime = runtime_of(make_config, "postgresql://nobody@127.0.0.1:1/none", runner="fargate")
+    missing = stack.state_machine_arn.rsplit(":", 1)[0] + ":no-such-machine"
+    runtime.fargate = FargateHandOff(missing, 900.0)
+    notices = subscribe(runtime)
+
+    # When its scheduled backup runs on Lambda
+    result = run_scheduled_backup(runtime, ScheduledEvent.now("app"))
+
+    # Then the target did not run, says why in one line naming the machine, and people are told
+    [outcome] = result.outcomes
+    assert outcome.outcome == "not_run"
+    assert outcome.reason is not None and "no-such-machine" in outcome.reason
+    assert "\n" not in outcome.reason
+    assert runtime.catalog.list_backups("app") == []
+    assert [(n["source"], n["severity"], n["target"]) for n in notices()] == [("backup", "critical", "app")]
+
+
 def test_a_lambda_runs_a_new_auto_target_itself_and_records_why(make_config: Any, source_db: str) -> None:
     runtime = runtime_of(make_config, source_db)
     runtime.fargate = FargateHandOff("arn:aws:states:us-east-1:123456789012:stateMachine:unused", 900.0)
